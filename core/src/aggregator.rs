@@ -1,0 +1,409 @@
+//! The aggregator: the public face of the core.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32 as StdAtomicU32, Ordering as StdOrdering};
+
+use crossbeam_utils::CachePadded;
+
+use crate::bucket::{Bucket, SeriesData, SeriesVersion};
+use crate::clock::{Clock, Nanos, SystemClock};
+use crate::config::Config;
+use crate::drops::{DropCounters, DropReason, Drops};
+use crate::error::Error;
+use crate::registry::{Registry, SeriesInfo};
+use crate::series::{Accumulator, Outcome, SeriesRef, Slot};
+use crate::{Kind, Resolution, validate};
+
+const NANOS: i64 = 1_000_000_000;
+
+/// A cheap, copyable handle to a registered series, for repeated recording
+/// without a key lookup. Only valid with the aggregator that made it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Series {
+    id: u32,
+    kind: Kind,
+    owner: u32,
+}
+
+impl Series {
+    /// The dense series id (0, 1, 2, ... in registration order).
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The series' kind.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+}
+
+/// A fixed-capacity, multi-resolution aggregator with Chancy's semantics.
+///
+/// All memory is allocated in [`Aggregator::new`]; recording never
+/// allocates and never takes a lock except to register a new key. Share it
+/// between threads with an `Arc`.
+pub struct Aggregator {
+    config: Config,
+    clock: Arc<dyn Clock>,
+    registry: Registry,
+    /// Per series: the current minute's accumulator.
+    accs: Box<[CachePadded<Accumulator>]>,
+    /// Per resolution: `capacity * depth` slots; series `i` owns
+    /// `[i * depth, (i + 1) * depth)`.
+    rings: [Box<[Slot]>; 4],
+    drops: DropCounters,
+    /// Distinguishes this aggregator's handles from another's.
+    owner: u32,
+}
+
+impl std::fmt::Debug for Aggregator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Aggregator")
+            .field("config", &self.config)
+            .field("series", &self.registry.len())
+            .finish_non_exhaustive()
+    }
+}
+
+static NEXT_OWNER: StdAtomicU32 = StdAtomicU32::new(1);
+
+impl Aggregator {
+    /// An aggregator on the system clock.
+    pub fn new(config: Config) -> Result<Aggregator, Error> {
+        Aggregator::with_clock(config, Arc::new(SystemClock))
+    }
+
+    /// An aggregator on the given clock (a [`crate::ManualClock`] in tests).
+    pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Aggregator, Error> {
+        config.validate()?;
+        let owner = NEXT_OWNER.fetch_add(1, StdOrdering::Relaxed);
+        let seed = (owner as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (clock.now() as u64);
+        Ok(Aggregator {
+            registry: Registry::new(config.capacity, config.key_bytes, seed),
+            accs: alloc::accumulators(config.capacity),
+            rings: std::array::from_fn(|r| alloc::slots(config.capacity * config.buckets[r])),
+            drops: DropCounters::new(),
+            clock,
+            config,
+            owner,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// The clock's time, nanoseconds since the epoch.
+    #[inline]
+    pub fn now(&self) -> Nanos {
+        self.clock.now()
+    }
+
+    /// Find or register a series. Registering a new key takes a lock; an
+    /// existing key is found lock-free. Fails (and counts the drop) on an
+    /// invalid key or unit, a kind or unit conflict, or full capacity.
+    pub fn register(&self, kind: Kind, key: &str, unit: &str) -> Result<Series, Error> {
+        self.register_inner(kind, key, unit).map_err(|e| self.count(e))
+    }
+
+    fn register_inner(&self, kind: Kind, key: &str, unit: &str) -> Result<Series, Error> {
+        if let Some(info) = self.registry.lookup(key) {
+            if info.kind == kind && info.unit == unit {
+                return Ok(self.handle(info.id, kind));
+            }
+        }
+        validate::key(key)?;
+        validate::unit(unit)?;
+        let info = self.registry.get_or_register(key, kind, unit)?;
+        Ok(self.handle(info.id, info.kind))
+    }
+
+    #[inline]
+    fn handle(&self, id: u32, kind: Kind) -> Series {
+        Series {
+            id,
+            kind,
+            owner: self.owner,
+        }
+    }
+
+    /// The series registered under `key`, if any.
+    pub fn lookup(&self, key: &str) -> Option<SeriesInfo<'_>> {
+        self.registry.lookup(key)
+    }
+
+    /// Key, unit and kind of a series id.
+    pub fn info(&self, id: u32) -> Option<SeriesInfo<'_>> {
+        self.registry.info(id)
+    }
+
+    /// A handle for a series id.
+    pub fn series(&self, id: u32) -> Option<Series> {
+        self.registry.info(id).map(|i| self.handle(i.id, i.kind))
+    }
+
+    /// Number of registered series.
+    pub fn len(&self) -> usize {
+        self.registry.len() as usize
+    }
+
+    /// True when no series is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Record `value` into a series at the clock's time.
+    #[inline]
+    pub fn record(&self, series: Series, value: f64) -> Result<(), Error> {
+        let now = self.clock.now();
+        self.record_inner(series, value, now, now).map_err(|e| self.count(e))
+    }
+
+    /// Record `value` observed at `at` (nanoseconds since the epoch).
+    /// Refused when `at` is negative or more than `max_future_secs` ahead
+    /// of the clock; per resolution, dropped and counted when older than
+    /// the ring's retention or when its slot already holds a newer bucket.
+    #[inline]
+    pub fn record_at(&self, series: Series, value: f64, at: Nanos) -> Result<(), Error> {
+        let now = self.clock.now();
+        self.record_inner(series, value, at, now).map_err(|e| self.count(e))
+    }
+
+    /// Record into the series `key` (registering it with `kind` and `unit`
+    /// if new) at the clock's time.
+    #[inline]
+    pub fn record_key(&self, kind: Kind, key: &str, unit: &str, value: f64) -> Result<(), Error> {
+        let now = self.clock.now();
+        self.record_key_inner(kind, key, unit, value, now, now)
+            .map_err(|e| self.count(e))
+    }
+
+    /// [`Aggregator::record_key`] at an explicit time.
+    #[inline]
+    pub fn record_key_at(&self, kind: Kind, key: &str, unit: &str, value: f64, at: Nanos) -> Result<(), Error> {
+        let now = self.clock.now();
+        self.record_key_inner(kind, key, unit, value, at, now)
+            .map_err(|e| self.count(e))
+    }
+
+    /// Add `value` to the counter `key` (unit `"count"`).
+    #[inline]
+    pub fn increment_counter(&self, key: &str, value: f64) -> Result<(), Error> {
+        self.record_key(Kind::Counter, key, "count", value)
+    }
+
+    /// Set the gauge `key` (unit `"number"`).
+    #[inline]
+    pub fn record_gauge(&self, key: &str, value: f64) -> Result<(), Error> {
+        self.record_key(Kind::Gauge, key, "number", value)
+    }
+
+    /// Add an observation to the histogram `key` (unit `"number"`).
+    #[inline]
+    pub fn record_histogram(&self, key: &str, value: f64) -> Result<(), Error> {
+        self.record_key(Kind::Histogram, key, "number", value)
+    }
+
+    #[inline]
+    fn record_key_inner(
+        &self,
+        kind: Kind,
+        key: &str,
+        unit: &str,
+        value: f64,
+        at: Nanos,
+        now: Nanos,
+    ) -> Result<(), Error> {
+        let series = match self.registry.lookup(key) {
+            Some(info) if info.kind == kind && info.unit == unit => self.handle(info.id, kind),
+            _ => {
+                // Validate the value before registering, so a bad value never
+                // creates a series.
+                validate::value(value)?;
+                self.register_inner(kind, key, unit)?
+            }
+        };
+        self.record_inner(series, value, at, now)
+    }
+
+    #[inline]
+    fn record_inner(&self, series: Series, value: f64, at: Nanos, now: Nanos) -> Result<(), Error> {
+        validate::value(value)?;
+        if series.owner != self.owner || series.id >= self.registry.len() {
+            return Err(Error::UnknownSeries(series.id));
+        }
+        if at < 0 {
+            return Err(Error::InvalidTimestamp {
+                nanos: at,
+                reason: "before 1970",
+            });
+        }
+        if at > now.saturating_add(self.config.max_future_secs * NANOS) {
+            return Err(Error::InvalidTimestamp {
+                nanos: at,
+                reason: "further ahead of the clock than max_future_secs",
+            });
+        }
+        match self
+            .series_ref(series.id, series.kind)
+            .record(value, at, now, &self.drops)
+        {
+            Outcome::Stored => Ok(()),
+            Outcome::Overflow => {
+                let key = self
+                    .registry
+                    .info(series.id)
+                    .map(|i| i.key.to_owned())
+                    .unwrap_or_default();
+                Err(Error::Overflow { key })
+            }
+        }
+    }
+
+    #[inline]
+    fn series_ref(&self, id: u32, kind: Kind) -> SeriesRef<'_> {
+        let i = id as usize;
+        SeriesRef {
+            acc: &self.accs[i],
+            rings: std::array::from_fn(|r| {
+                let depth = self.config.buckets[r];
+                &self.rings[r][i * depth..(i + 1) * depth]
+            }),
+            kind,
+        }
+    }
+
+    #[cold]
+    fn count(&self, e: Error) -> Error {
+        self.drops.record(match &e {
+            Error::InvalidKey { .. } => DropReason::InvalidKey,
+            Error::InvalidUnit { .. } => DropReason::InvalidUnit,
+            Error::NonFiniteValue(_) => DropReason::NonFiniteValue,
+            Error::InvalidTimestamp { .. } => DropReason::InvalidTimestamp,
+            Error::Conflict { .. } => DropReason::Conflict,
+            Error::Overflow { .. } => DropReason::Overflow,
+            Error::CapacityExhausted { .. } => DropReason::CapacityExhausted,
+            Error::UnknownSeries(_) | Error::InvalidConfig { .. } => DropReason::UnknownSeries,
+        });
+        e
+    }
+
+    /// Buckets of a series at `resolution` whose start lies in
+    /// `[from_secs, to_secs)`, oldest first. Buckets with no data are absent.
+    pub fn snapshot(
+        &self,
+        series: Series,
+        resolution: Resolution,
+        from_secs: i64,
+        to_secs: i64,
+    ) -> Result<Vec<Bucket>, Error> {
+        let mut out = Vec::new();
+        self.snapshot_into(series, resolution, from_secs, to_secs, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Aggregator::snapshot`] into a caller's vector (cleared first).
+    pub fn snapshot_into(
+        &self,
+        series: Series,
+        resolution: Resolution,
+        from_secs: i64,
+        to_secs: i64,
+        out: &mut Vec<Bucket>,
+    ) -> Result<SeriesVersion, Error> {
+        self.check(series)?;
+        out.clear();
+        Ok(self
+            .series_ref(series.id, series.kind)
+            .snapshot(resolution, from_secs, to_secs, out))
+    }
+
+    /// Everything a series holds at every resolution, read consistently,
+    /// with the version it was read at.
+    pub fn read_series(&self, series: Series, out: &mut SeriesData) -> Result<(), Error> {
+        self.check(series)?;
+        self.series_ref(series.id, series.kind).read_all(out);
+        Ok(())
+    }
+
+    /// A value that changes whenever the series' data changes. A syncer
+    /// saves the version returned with the data it wrote
+    /// ([`SeriesData::version`]); if `version` differs later, there is more
+    /// to save. Nothing is ever marked saved in the aggregator, so a failed
+    /// write simply leaves the difference in place.
+    pub fn version(&self, series: Series) -> Result<SeriesVersion, Error> {
+        self.check(series)?;
+        Ok(self.series_ref(series.id, series.kind).version())
+    }
+
+    fn check(&self, series: Series) -> Result<(), Error> {
+        if series.owner != self.owner || series.id >= self.registry.len() {
+            return Err(Error::UnknownSeries(series.id));
+        }
+        Ok(())
+    }
+
+    /// A copy of the drop counters.
+    pub fn drops(&self) -> Drops {
+        self.drops.read()
+    }
+
+    /// Bytes this aggregator allocated at construction (address space; pages
+    /// of unused series are never touched, so resident memory is lower).
+    pub fn allocated_bytes(&self) -> usize {
+        self.registry.allocated_bytes()
+            + self.accs.len() * std::mem::size_of::<CachePadded<Accumulator>>()
+            + self
+                .rings
+                .iter()
+                .map(|r| r.len() * std::mem::size_of::<Slot>())
+                .sum::<usize>()
+    }
+
+    /// Bytes of storage per series at this configuration: accumulator, ring
+    /// slots, registry entries and reserved key bytes.
+    pub fn bytes_per_series(&self) -> usize {
+        self.allocated_bytes() / self.config.capacity
+    }
+}
+
+/// Zeroed allocation of the data arrays: the all-zero bit pattern is a valid
+/// empty accumulator and slot, and large zeroed allocations come straight
+/// from the OS untouched, so resident memory grows only with series in use.
+mod alloc {
+    use super::*;
+
+    #[cfg(not(loom))]
+    pub(super) fn accumulators(n: usize) -> Box<[CachePadded<Accumulator>]> {
+        let b = Box::<[CachePadded<Accumulator>]>::new_zeroed_slice(n);
+        // SAFETY: `Accumulator` holds only std atomics and a
+        // `portable_atomic::AtomicU128`, for which all-zero bits are a valid
+        // value (0); `CachePadded` only adds alignment. Zero is the
+        // documented "never used" state (minute 0).
+        unsafe { b.assume_init() }
+    }
+
+    #[cfg(not(loom))]
+    pub(super) fn slots(n: usize) -> Box<[Slot]> {
+        let b = Box::<[Slot]>::new_zeroed_slice(n);
+        // SAFETY: `Slot` holds only std atomics, valid at zero; bucket tag 0
+        // is the documented "never used" state.
+        unsafe { b.assume_init() }
+    }
+
+    #[cfg(loom)]
+    pub(super) fn accumulators(n: usize) -> Box<[CachePadded<Accumulator>]> {
+        (0..n).map(|_| CachePadded::new(Accumulator::new())).collect()
+    }
+
+    #[cfg(loom)]
+    pub(super) fn slots(n: usize) -> Box<[Slot]> {
+        (0..n).map(|_| Slot::new()).collect()
+    }
+}

@@ -1,0 +1,49 @@
+//! `ringmetrics`: a zero-allocation, lock-free, multi-resolution metrics
+//! aggregator with the semantics of Chancy's metrics plugin.
+//!
+//! # Recording
+//! - [`Aggregator`]: register series ([`Aggregator::register`]) and record
+//!   by [`Series`] handle or by key, at the clock's time or an explicit one.
+//! - [`Kind`]: counters sum, gauges keep the latest value, histograms keep
+//!   count, sum, min and max.
+//! - [`Config`]: capacity, key space and ring depth per [`Resolution`], all
+//!   allocated once.
+//! - [`Clock`], [`SystemClock`], [`ManualClock`]: where time comes from.
+//!
+//! # Reading
+//! - [`Aggregator::snapshot`]: one series, one resolution, a window.
+//! - [`Aggregator::read_series`] and [`Aggregator::version`]: everything a
+//!   series holds, and a version that tells a syncer what changed.
+//! - [`Bucket`], [`SeriesData`]: absolute bucket values.
+//!
+//! # Refusals
+//! - [`Error`]: what a refused call broke; [`Drops`] / [`DropReason`]: the
+//!   counters every refusal increments.
+//!
+//! # How it works
+//! See `series.rs` for the record and rollover protocol (checked with loom in
+//! `tests/loom.rs`) and `registry.rs` for the lock-free key lookup.
+#![warn(missing_docs, unsafe_op_in_unsafe_fn)]
+
+mod aggregator;
+mod bucket;
+mod clock;
+mod config;
+mod drops;
+mod error;
+mod kind;
+mod registry;
+mod resolution;
+mod series;
+mod sync;
+pub mod validate;
+
+pub use aggregator::{Aggregator, Series};
+pub use bucket::{Bucket, SeriesData, SeriesVersion};
+pub use clock::{Clock, ManualClock, Nanos, SystemClock};
+pub use config::{Config, DEFAULT_BUCKETS, MAX_BUCKETS, MAX_SERIES};
+pub use drops::{DropReason, Drops};
+pub use error::Error;
+pub use kind::Kind;
+pub use registry::SeriesInfo;
+pub use resolution::{CHUNK_BUCKETS, Resolution};

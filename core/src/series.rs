@@ -1,0 +1,583 @@
+//! One series' storage and the record / rollover protocol.
+//!
+//! # Layout
+//! Each series has one hot [`Accumulator`] for the current minute and, per
+//! resolution, a ring of [`Slot`]s (bucket `b` lives in slot `b % depth`).
+//! A record for the accumulator's minute touches only the accumulator: three
+//! atomic read-modify-writes, whatever the number of resolutions.
+//!
+//! # Protocol
+//! The accumulator's `stamp` packs `[count: 55 | EXCLUSIVE: 1 | writers: 8]`.
+//! * **Fast path** (record for the current minute): `fetch_add` a writer;
+//!   if `EXCLUSIVE` is clear and the minute still matches, update the fields
+//!   and leave with one `fetch_add` that adds one to `count` and removes the
+//!   writer. Writers never wait for each other.
+//! * **Exclusive path** (the minute rolled over, a late or future record):
+//!   set `EXCLUSIVE`, wait for in-flight writers to leave, bump `seq` to odd,
+//!   fold the finished minute into every ring (or apply the late record to
+//!   the rings), reset the accumulator, bump `seq` to even, clear `EXCLUSIVE`.
+//!   New fast-path writers that see `EXCLUSIVE` back out and retry, so a
+//!   writer delayed across a rollover can never land in the wrong minute.
+//!   This is the one place a recording thread waits: for a fold (a few dozen
+//!   stores, once a minute per series) or for a late record's ring update.
+//! * **Readers** check `seq` around their ring reads and `stamp` around their
+//!   accumulator read (seqlock style) and retry on any change, so a snapshot
+//!   never mixes two states of a bucket.
+//!
+//! Ring slots are written only by the holder of `EXCLUSIVE`; they are atomics
+//! only so that concurrent seqlock readers are well defined.
+
+use crate::bucket::{Bucket, SeriesData, SeriesVersion};
+use crate::clock::Nanos;
+use crate::drops::DropCounters;
+use crate::sync::{AtomicI64, AtomicPair, AtomicU64, Ordering, Spin, b, f, fence};
+use crate::{Kind, Resolution};
+
+const WRITER_ONE: u64 = 1;
+const WRITERS_MASK: u64 = 0xFF;
+/// Writers back off past this many in flight, so the 8-bit field never
+/// carries into `EXCLUSIVE` even with 127 more racing increments.
+const WRITERS_LIMIT: u64 = 0x80;
+const EXCLUSIVE: u64 = 1 << 8;
+const COUNT_SHIFT: u32 = 9;
+const COUNT_ONE: u64 = 1 << COUNT_SHIFT;
+
+const NANOS: i64 = 1_000_000_000;
+
+/// The accumulator of a series' current minute. Hot: one per series, on its
+/// own cache line(s) so writers of different series never share a line.
+#[derive(Debug)]
+pub(crate) struct Accumulator {
+    /// `[count: 55 | EXCLUSIVE: 1 | writers: 8]`. `count` is the number of
+    /// records completed into the current minute; `writers` the fast-path
+    /// writers inside their update; `EXCLUSIVE` is held during a fold or a
+    /// ring update.
+    stamp: AtomicU64,
+    /// Current minute number plus one (`floor(unix_secs / 60) + 1`); 0 when
+    /// the accumulator has never held a minute. Changed only under
+    /// `EXCLUSIVE`.
+    minute: AtomicI64,
+    /// Sum of values this minute, `f64` bits.
+    sum: AtomicU64,
+    /// Smallest value this minute, `f64` bits (+inf when empty).
+    min: AtomicU64,
+    /// Largest value this minute, `f64` bits (-inf when empty).
+    max: AtomicU64,
+    /// Last value stored by a counter or histogram record, `f64` bits.
+    last: AtomicU64,
+    /// Latest sample time this minute, nanoseconds.
+    sampled_at: AtomicI64,
+    /// Gauges only: `(sampled_at << 64) | value bits`, replaced as one so a
+    /// gauge's value and time always belong together.
+    pair: AtomicPair,
+    /// Even when the rings are quiet; odd while the `EXCLUSIVE` holder
+    /// writes them. Readers retry when it moved.
+    seq: AtomicU64,
+}
+
+/// One ring slot: a bucket's absolute values, tagged with its bucket.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    /// Bucket number plus one; 0 = never used. Only ever increases, so a
+    /// stale slot (older bucket) reads as empty for the newer bucket.
+    bucket: AtomicI64,
+    /// Observations.
+    count: AtomicU64,
+    /// Sum, `f64` bits.
+    sum: AtomicU64,
+    /// Minimum, `f64` bits.
+    min: AtomicU64,
+    /// Maximum, `f64` bits.
+    max: AtomicU64,
+    /// Value of the latest sample, `f64` bits.
+    last: AtomicU64,
+    /// Time of the latest sample, nanoseconds.
+    sampled_at: AtomicI64,
+}
+
+impl Accumulator {
+    #[cfg(loom)]
+    pub(crate) fn new() -> Self {
+        Accumulator {
+            stamp: AtomicU64::new(0),
+            minute: AtomicI64::new(0),
+            sum: AtomicU64::new(0),
+            min: AtomicU64::new(0),
+            max: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            sampled_at: AtomicI64::new(0),
+            pair: AtomicPair::new(0),
+            seq: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Slot {
+    #[cfg(loom)]
+    pub(crate) fn new() -> Self {
+        Slot {
+            bucket: AtomicI64::new(0),
+            count: AtomicU64::new(0),
+            sum: AtomicU64::new(0),
+            min: AtomicU64::new(0),
+            max: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            sampled_at: AtomicI64::new(0),
+        }
+    }
+
+    /// The slot's values if it holds bucket `bucket`.
+    fn read(&self, bucket: i64, r: Resolution) -> Option<Bucket> {
+        if self.bucket.load(Ordering::Relaxed) != bucket + 1 {
+            return None;
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        (count > 0).then(|| Bucket {
+            start: r.bucket_start(bucket),
+            count,
+            sum: f(self.sum.load(Ordering::Relaxed)),
+            min: f(self.min.load(Ordering::Relaxed)),
+            max: f(self.max.load(Ordering::Relaxed)),
+            last: f(self.last.load(Ordering::Relaxed)),
+            sampled_at: self.sampled_at.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// A view of one series: its accumulator and its four rings.
+pub(crate) struct SeriesRef<'a> {
+    pub(crate) acc: &'a Accumulator,
+    pub(crate) rings: [&'a [Slot]; 4],
+    pub(crate) kind: Kind,
+}
+
+/// What happened to a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Stored,
+    Overflow,
+}
+
+/// One observation (or a folded minute) to merge into ring slots.
+struct Delta {
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    last: f64,
+    at: Nanos,
+}
+
+impl SeriesRef<'_> {
+    /// Record `v` observed at `at`, with the clock at `now`. The caller has
+    /// validated `v` and checked `0 <= at <= now + max_future`.
+    #[inline]
+    pub(crate) fn record(&self, v: f64, at: Nanos, now: Nanos, drops: &DropCounters) -> Outcome {
+        let minute = at.div_euclid(NANOS * 60) + 1;
+        let acc = self.acc;
+        let spin = Spin::new();
+        loop {
+            if acc.minute.load(Ordering::Relaxed) != minute {
+                break;
+            }
+            let s = acc.stamp.fetch_add(WRITER_ONE, Ordering::Acquire);
+            if s & EXCLUSIVE != 0 || s & WRITERS_MASK >= WRITERS_LIMIT {
+                // A fold or ring update is running (or too many writers):
+                // back out, and retry once it is over without touching the
+                // line the holder is writing.
+                acc.stamp.fetch_sub(WRITER_ONE, Ordering::Relaxed);
+                spin.wait();
+                while acc.stamp.load(Ordering::Relaxed) & EXCLUSIVE != 0 {
+                    spin.wait();
+                }
+                continue;
+            }
+            if acc.minute.load(Ordering::Relaxed) != minute {
+                acc.stamp.fetch_sub(WRITER_ONE, Ordering::Relaxed);
+                break;
+            }
+            // Seqlock writer: order the writer increment before the field
+            // stores for readers that validate with an acquire fence.
+            fence(Ordering::Release);
+            let outcome = self.update_acc(v, at);
+            let leave = if outcome == Outcome::Stored {
+                COUNT_ONE - WRITER_ONE
+            } else {
+                0u64.wrapping_sub(WRITER_ONE)
+            };
+            acc.stamp.fetch_add(leave, Ordering::Release);
+            return outcome;
+        }
+        self.record_exclusive(v, at, minute, now, drops)
+    }
+
+    /// Field updates of a fast-path write (inside the writer count).
+    #[inline]
+    fn update_acc(&self, v: f64, at: Nanos) -> Outcome {
+        let acc = self.acc;
+        let mut cur = acc.sum.load(Ordering::Relaxed);
+        loop {
+            let next = f(cur) + v;
+            if !next.is_finite() && self.kind != Kind::Gauge {
+                return Outcome::Overflow;
+            }
+            match acc
+                .sum
+                .compare_exchange_weak(cur, b(next), Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(x) => cur = x,
+            }
+        }
+        fetch_min(&acc.min, v);
+        fetch_max(&acc.max, v);
+        if acc.sampled_at.load(Ordering::Relaxed) < at {
+            acc.sampled_at.fetch_max(at, Ordering::Relaxed);
+        }
+        if self.kind == Kind::Gauge {
+            let mut cur = acc.pair.load(Ordering::Relaxed);
+            loop {
+                if ((cur >> 64) as u64 as i64) > at {
+                    break; // a later sample is already there
+                }
+                let next = ((at as u64 as u128) << 64) | b(v) as u128;
+                match acc
+                    .pair
+                    .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+                {
+                    Ok(_) => break,
+                    Err(x) => cur = x,
+                }
+            }
+        } else {
+            acc.last.store(b(v), Ordering::Relaxed);
+        }
+        Outcome::Stored
+    }
+
+    /// Take `EXCLUSIVE`: no fast-path writer is inside, rings are ours.
+    fn lock(&self) -> u64 {
+        let acc = self.acc;
+        let spin = Spin::new();
+        loop {
+            let s = acc.stamp.fetch_or(EXCLUSIVE, Ordering::Acquire);
+            if s & EXCLUSIVE == 0 {
+                break;
+            }
+            while acc.stamp.load(Ordering::Relaxed) & EXCLUSIVE != 0 {
+                spin.wait();
+            }
+        }
+        let mut s = acc.stamp.load(Ordering::Acquire);
+        while s & WRITERS_MASK != 0 {
+            spin.wait();
+            s = acc.stamp.load(Ordering::Acquire);
+        }
+        let seq = acc.seq.load(Ordering::Relaxed);
+        acc.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        s >> COUNT_SHIFT
+    }
+
+    /// Release `EXCLUSIVE`, setting the accumulator's count.
+    fn unlock(&self, count: u64) {
+        let acc = self.acc;
+        let seq = acc.seq.load(Ordering::Relaxed);
+        acc.seq.store(seq.wrapping_add(1), Ordering::Release);
+        let mut s = acc.stamp.load(Ordering::Relaxed);
+        loop {
+            // Backed-out writers may still adjust the writer bits: keep them.
+            let next = (s & WRITERS_MASK) | (count << COUNT_SHIFT);
+            match acc
+                .stamp
+                .compare_exchange_weak(s, next, Ordering::Release, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(x) => s = x,
+            }
+        }
+    }
+
+    #[cold]
+    fn record_exclusive(&self, v: f64, at: Nanos, minute: i64, now: Nanos, drops: &DropCounters) -> Outcome {
+        let mut count = self.lock();
+        let acc = self.acc;
+        let current = acc.minute.load(Ordering::Relaxed);
+        let now_minute = now.div_euclid(NANOS * 60) + 1;
+        let outcome = if minute == current {
+            // Another thread moved the accumulator here meanwhile.
+            let o = self.update_acc(v, at);
+            if o == Outcome::Stored {
+                count += 1;
+            }
+            o
+        } else if minute > current && minute <= now_minute {
+            // The minute rolled over: fold the finished one, start this one.
+            if current != 0 && count > 0 {
+                let d = self.acc_delta(count);
+                self.apply_rings(&d, (current - 1) * 60 * NANOS, None, drops);
+            }
+            acc.minute.store(minute, Ordering::Relaxed);
+            acc.sum.store(b(0.0), Ordering::Relaxed);
+            acc.min.store(b(f64::INFINITY), Ordering::Relaxed);
+            acc.max.store(b(f64::NEG_INFINITY), Ordering::Relaxed);
+            acc.sampled_at.store(i64::MIN, Ordering::Relaxed);
+            acc.pair
+                .store(((i64::MIN as u64 as u128) << 64) | b(0.0) as u128, Ordering::Relaxed);
+            count = 0;
+            let o = self.update_acc(v, at);
+            if o == Outcome::Stored {
+                count = 1;
+            }
+            o
+        } else {
+            // Late (an older minute) or ahead of the clock: straight into
+            // the rings, each checking its own retention.
+            let d = Delta {
+                count: 1,
+                sum: v,
+                min: v,
+                max: v,
+                last: v,
+                at,
+            };
+            if self.apply_rings(&d, at, Some(now), drops) {
+                Outcome::Stored
+            } else {
+                Outcome::Overflow
+            }
+        };
+        self.unlock(count);
+        outcome
+    }
+
+    /// The accumulator's contents as a delta (under `EXCLUSIVE`).
+    fn acc_delta(&self, count: u64) -> Delta {
+        let acc = self.acc;
+        let (last, at) = if self.kind == Kind::Gauge {
+            let p = acc.pair.load(Ordering::Relaxed);
+            (f(p as u64), (p >> 64) as u64 as i64)
+        } else {
+            (
+                f(acc.last.load(Ordering::Relaxed)),
+                acc.sampled_at.load(Ordering::Relaxed),
+            )
+        };
+        Delta {
+            count,
+            sum: f(acc.sum.load(Ordering::Relaxed)),
+            min: f(acc.min.load(Ordering::Relaxed)),
+            max: f(acc.max.load(Ordering::Relaxed)),
+            last,
+            at,
+        }
+    }
+
+    /// Merge `d`, observed in the bucket holding `at`, into every ring
+    /// (under `EXCLUSIVE`). With `now`, buckets older than a ring's
+    /// retention are refused. Returns false if every resolution overflowed.
+    fn apply_rings(&self, d: &Delta, at: Nanos, now: Option<Nanos>, drops: &DropCounters) -> bool {
+        let secs = at.div_euclid(NANOS);
+        let mut stored = false;
+        for r in Resolution::ALL {
+            let ring = self.rings[r.index()];
+            let depth = ring.len() as i64;
+            let bucket = r.bucket_of(secs);
+            if let Some(now) = now {
+                if bucket <= r.bucket_of(now.div_euclid(NANOS)) - depth {
+                    drops.expired(r, d.count);
+                    continue;
+                }
+            }
+            let slot = &ring[bucket.rem_euclid(depth) as usize];
+            let tag = slot.bucket.load(Ordering::Relaxed);
+            if tag > bucket + 1 {
+                drops.stale(r, d.count);
+                continue;
+            }
+            let (count, sum, min, max, sampled_at) = if tag == bucket + 1 {
+                (
+                    slot.count.load(Ordering::Relaxed),
+                    f(slot.sum.load(Ordering::Relaxed)),
+                    f(slot.min.load(Ordering::Relaxed)),
+                    f(slot.max.load(Ordering::Relaxed)),
+                    slot.sampled_at.load(Ordering::Relaxed),
+                )
+            } else {
+                (0, 0.0, f64::INFINITY, f64::NEG_INFINITY, i64::MIN)
+            };
+            let new_sum = sum + d.sum;
+            if !new_sum.is_finite() && self.kind != Kind::Gauge {
+                drops.overflow(r, d.count);
+                continue;
+            }
+            if tag != bucket + 1 {
+                slot.bucket.store(bucket + 1, Ordering::Relaxed);
+            }
+            slot.count.store(count + d.count, Ordering::Relaxed);
+            slot.sum.store(b(new_sum), Ordering::Relaxed);
+            slot.min.store(b(min.min(d.min)), Ordering::Relaxed);
+            slot.max.store(b(max.max(d.max)), Ordering::Relaxed);
+            if d.at >= sampled_at {
+                slot.last.store(b(d.last), Ordering::Relaxed);
+                slot.sampled_at.store(d.at, Ordering::Relaxed);
+            }
+            stored = true;
+        }
+        stored
+    }
+
+    /// Read the accumulator consistently. `None` when an exclusive section
+    /// started (the caller retries from its `seq` check).
+    fn read_acc(&self) -> Option<(i64, Option<Bucket>, u64)> {
+        let acc = self.acc;
+        let spin = Spin::new();
+        loop {
+            let s1 = acc.stamp.load(Ordering::Acquire);
+            if s1 & EXCLUSIVE != 0 {
+                return None;
+            }
+            if s1 & WRITERS_MASK != 0 {
+                spin.wait();
+                continue;
+            }
+            let minute = acc.minute.load(Ordering::Relaxed);
+            let sum = f(acc.sum.load(Ordering::Relaxed));
+            let min = f(acc.min.load(Ordering::Relaxed));
+            let max = f(acc.max.load(Ordering::Relaxed));
+            let (last, at) = if self.kind == Kind::Gauge {
+                let p = acc.pair.load(Ordering::Relaxed);
+                (f(p as u64), (p >> 64) as u64 as i64)
+            } else {
+                (
+                    f(acc.last.load(Ordering::Relaxed)),
+                    acc.sampled_at.load(Ordering::Relaxed),
+                )
+            };
+            fence(Ordering::Acquire);
+            let s2 = acc.stamp.load(Ordering::Relaxed);
+            if s1 != s2 {
+                spin.wait();
+                continue;
+            }
+            let count = s1 >> COUNT_SHIFT;
+            let bucket = (minute != 0 && count > 0).then(|| Bucket {
+                start: (minute - 1) * 60,
+                count,
+                sum,
+                min,
+                max,
+                last,
+                sampled_at: at,
+            });
+            return Some((minute, bucket, count));
+        }
+    }
+
+    /// Read a consistent copy of everything: `visit(resolution, ring,
+    /// accumulator bucket)` runs inside the retry loop and must be
+    /// restartable (it is called again after a concurrent change).
+    fn read_consistent<T>(&self, mut visit: impl FnMut(Option<&Bucket>) -> T) -> (T, SeriesVersion) {
+        let acc = self.acc;
+        let spin = Spin::new();
+        loop {
+            let seq1 = acc.seq.load(Ordering::Acquire);
+            if seq1 & 1 == 1 {
+                spin.wait();
+                continue;
+            }
+            let Some((minute, acc_bucket, count)) = self.read_acc() else {
+                spin.wait();
+                continue;
+            };
+            let out = visit(acc_bucket.as_ref());
+            fence(Ordering::Acquire);
+            if acc.seq.load(Ordering::Relaxed) == seq1 {
+                return (
+                    out,
+                    SeriesVersion {
+                        seq: seq1,
+                        minute,
+                        count,
+                    },
+                );
+            }
+            spin.wait();
+        }
+    }
+
+    /// Buckets of resolution `r` starting in `[from_secs, to_secs)`, oldest
+    /// first, appended to `out`.
+    pub(crate) fn snapshot(&self, r: Resolution, from_secs: i64, to_secs: i64, out: &mut Vec<Bucket>) -> SeriesVersion {
+        let ring = self.rings[r.index()];
+        let mark = out.len();
+        let (_, version) = self.read_consistent(|acc| {
+            out.truncate(mark);
+            collect_ring(ring, r, acc, out, |start| start >= from_secs && start < to_secs);
+        });
+        version
+    }
+
+    /// Every bucket held at every resolution, oldest first.
+    pub(crate) fn read_all(&self, out: &mut SeriesData) {
+        let rings = self.rings;
+        let (_, version) = self.read_consistent(|acc| {
+            for r in Resolution::ALL {
+                let dst = &mut out.buckets[r.index()];
+                dst.clear();
+                collect_ring(rings[r.index()], r, acc, dst, |_| true);
+            }
+        });
+        out.version = version;
+    }
+
+    /// The current version, without reading the data.
+    pub(crate) fn version(&self) -> SeriesVersion {
+        self.read_consistent(|_| ()).1
+    }
+}
+
+#[inline]
+fn fetch_min(a: &AtomicU64, v: f64) {
+    let mut cur = a.load(Ordering::Relaxed);
+    while v < f(cur) {
+        match a.compare_exchange_weak(cur, b(v), Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(x) => cur = x,
+        }
+    }
+}
+
+#[inline]
+fn fetch_max(a: &AtomicU64, v: f64) {
+    let mut cur = a.load(Ordering::Relaxed);
+    while v > f(cur) {
+        match a.compare_exchange_weak(cur, b(v), Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(x) => cur = x,
+        }
+    }
+}
+
+/// Append the buckets of `ring` whose start passes `keep`, merged with the
+/// accumulator's bucket, sorted oldest first.
+fn collect_ring(ring: &[Slot], r: Resolution, acc: Option<&Bucket>, out: &mut Vec<Bucket>, keep: impl Fn(i64) -> bool) {
+    let mark = out.len();
+    for slot in ring {
+        let tag = slot.bucket.load(Ordering::Relaxed);
+        if tag == 0 || !keep(r.bucket_start(tag - 1)) {
+            continue;
+        }
+        out.extend(slot.read(tag - 1, r));
+    }
+    if let Some(a) = acc {
+        let start = r.bucket_start(r.bucket_of(a.start));
+        if keep(start) {
+            match out[mark..].iter_mut().find(|x| x.start == start) {
+                Some(v) => v.merge(a),
+                None => out.push(Bucket { start, ..*a }),
+            }
+        }
+    }
+    out[mark..].sort_unstable_by_key(|x| x.start);
+}

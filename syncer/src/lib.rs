@@ -1,0 +1,1 @@
+//! The Postgres syncer (work in progress).

@@ -255,6 +255,7 @@ impl Aggregator {
             .record(value, at, now, &self.drops)
         {
             Outcome::Stored => Ok(()),
+            Outcome::NotStored => Err(Error::NotStored { nanos: at }),
             Outcome::Overflow => {
                 let key = self
                     .registry
@@ -290,6 +291,8 @@ impl Aggregator {
             Error::Overflow { .. } => DropReason::Overflow,
             Error::CapacityExhausted { .. } => DropReason::CapacityExhausted,
             Error::UnknownSeries(_) | Error::InvalidConfig { .. } => DropReason::UnknownSeries,
+            // Already counted per resolution (expired / stale).
+            Error::NotStored { .. } => return e,
         });
         e
     }

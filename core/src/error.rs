@@ -58,6 +58,13 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// A record at an explicit time that no resolution could store: older
+    /// than every ring's retention, or every slot already held a newer
+    /// bucket. Counted per resolution in [`crate::Drops`].
+    NotStored {
+        /// The record's time, nanoseconds since the epoch.
+        nanos: i64,
+    },
     /// A handle from another aggregator, or a stale series id.
     UnknownSeries(u32),
 }
@@ -89,6 +96,10 @@ impl fmt::Display for Error {
             Error::CapacityExhausted { what, limit } => {
                 write!(f, "capacity exhausted: all {limit} {what} are in use")
             }
+            Error::NotStored { nanos } => write!(
+                f,
+                "record at {nanos} ns not stored: older than every ring's retention or behind a newer bucket"
+            ),
             Error::UnknownSeries(id) => write!(f, "unknown series id {id}"),
         }
     }

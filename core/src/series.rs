@@ -154,8 +154,13 @@ pub(crate) struct SeriesRef<'a> {
 /// What happened to a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Outcome {
+    /// Stored (for a late record: in at least one resolution).
     Stored,
+    /// The bucket's sum would overflow; nothing stored.
     Overflow,
+    /// A late record stored in no resolution: every ring refused it as
+    /// expired or stale (counted per resolution).
+    NotStored,
 }
 
 /// One observation (or a folded minute) to merge into ring slots.
@@ -341,10 +346,10 @@ impl SeriesRef<'_> {
                 last: v,
                 at,
             };
-            if self.apply_rings(&d, at, Some(now), drops) {
-                Outcome::Stored
-            } else {
-                Outcome::Overflow
+            match self.apply_rings(&d, at, Some(now), drops) {
+                (true, _) => Outcome::Stored,
+                (false, true) => Outcome::Overflow,
+                (false, false) => Outcome::NotStored,
             }
         };
         self.unlock(count);
@@ -375,10 +380,12 @@ impl SeriesRef<'_> {
 
     /// Merge `d`, observed in the bucket holding `at`, into every ring
     /// (under `EXCLUSIVE`). With `now`, buckets older than a ring's
-    /// retention are refused. Returns false if every resolution overflowed.
-    fn apply_rings(&self, d: &Delta, at: Nanos, now: Option<Nanos>, drops: &DropCounters) -> bool {
+    /// retention are refused. Returns (stored in any resolution, overflowed
+    /// in any resolution).
+    fn apply_rings(&self, d: &Delta, at: Nanos, now: Option<Nanos>, drops: &DropCounters) -> (bool, bool) {
         let secs = at.div_euclid(NANOS);
         let mut stored = false;
+        let mut overflowed = false;
         for r in Resolution::ALL {
             let ring = self.rings[r.index()];
             let depth = ring.len() as i64;
@@ -409,6 +416,7 @@ impl SeriesRef<'_> {
             let new_sum = sum + d.sum;
             if !new_sum.is_finite() && self.kind != Kind::Gauge {
                 drops.overflow(r, d.count);
+                overflowed = true;
                 continue;
             }
             if tag != bucket + 1 {
@@ -424,7 +432,7 @@ impl SeriesRef<'_> {
             }
             stored = true;
         }
-        stored
+        (stored, overflowed)
     }
 
     /// Read the accumulator consistently. `None` when an exclusive section

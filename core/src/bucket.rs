@@ -37,11 +37,12 @@ impl Bucket {
     }
 
     /// Merge `other` (same bucket) into `self` by Chancy's rules: counts and
-    /// sums add, min and max combine, the later sample's value wins (ties go
-    /// to `other`).
+    /// sums add (saturating at `±f64::MAX`, so a reader never sees an
+    /// infinity), min and max combine, the later sample's value wins (ties
+    /// go to `other`).
     pub fn merge(&mut self, other: &Bucket) {
         self.count += other.count;
-        self.sum += other.sum;
+        self.sum = (self.sum + other.sum).clamp(f64::MIN, f64::MAX);
         self.min = self.min.min(other.min);
         self.max = self.max.max(other.max);
         if other.sampled_at >= self.sampled_at {

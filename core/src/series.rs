@@ -222,9 +222,13 @@ impl SeriesRef<'_> {
         let acc = self.acc;
         let mut cur = acc.sum.load(Ordering::Relaxed);
         loop {
-            let next = f(cur) + v;
-            if !next.is_finite() && self.kind != Kind::Gauge {
-                return Outcome::Overflow;
+            let mut next = f(cur) + v;
+            if !next.is_finite() {
+                if self.kind != Kind::Gauge {
+                    return Outcome::Overflow;
+                }
+                // A gauge's sum is informational only: saturate, never drop.
+                next = next.clamp(f64::MIN, f64::MAX);
             }
             match acc
                 .sum
@@ -413,11 +417,14 @@ impl SeriesRef<'_> {
             } else {
                 (0, 0.0, f64::INFINITY, f64::NEG_INFINITY, i64::MIN)
             };
-            let new_sum = sum + d.sum;
-            if !new_sum.is_finite() && self.kind != Kind::Gauge {
-                drops.overflow(r, d.count);
-                overflowed = true;
-                continue;
+            let mut new_sum = sum + d.sum;
+            if !new_sum.is_finite() {
+                if self.kind != Kind::Gauge {
+                    drops.overflow(r, d.count);
+                    overflowed = true;
+                    continue;
+                }
+                new_sum = new_sum.clamp(f64::MIN, f64::MAX);
             }
             if tag != bucket + 1 {
                 slot.bucket.store(bucket + 1, Ordering::Relaxed);

@@ -1,0 +1,323 @@
+//! Property tests: random record sequences (across bucket boundaries, ring
+//! wrap-around, late, future and backwards-clock records, at every
+//! resolution) give exactly the buckets of a plain reference model.
+//!
+//! The model is the documented semantics written the obvious way, single
+//! threaded, with maps: the current minute is held apart and merged into
+//! the rings when a newer minute arrives; a late or future record goes
+//! straight into each ring, refused there if older than the ring's retention
+//! or if its slot holds a newer bucket.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use ringmetrics::*;
+
+const NS: i64 = 1_000_000_000;
+const T0: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z, a day boundary
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct B {
+    count: u64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    last: f64,
+    at: i64,
+}
+
+#[derive(Debug, Default)]
+struct ModelSeries {
+    /// (minute, bucket) of the accumulator.
+    acc: Option<(i64, B)>,
+    /// Per resolution: slot index -> (bucket number, values).
+    rings: [BTreeMap<i64, (i64, B)>; 4],
+}
+
+struct Model {
+    kind: Vec<Kind>,
+    series: Vec<ModelSeries>,
+    depth: [i64; 4],
+    max_future: i64,
+    expired: [u64; 4],
+    stale: [u64; 4],
+    overflow: [u64; 4],
+    rejected: u64,
+}
+
+#[derive(Debug, PartialEq)]
+enum Res {
+    Ok,
+    Overflow,
+    NotStored,
+    BadTime,
+}
+
+impl Model {
+    fn apply_rings(&mut self, s: usize, d: B, at: i64, now: Option<i64>) -> (bool, bool) {
+        let kind = self.kind[s];
+        let mut stored = false;
+        let mut overflowed = false;
+        for r in Resolution::ALL {
+            let depth = self.depth[r.index()];
+            let bucket = r.bucket_of(at.div_euclid(NS));
+            if let Some(now) = now {
+                if bucket <= r.bucket_of(now.div_euclid(NS)) - depth {
+                    self.expired[r.index()] += d.count;
+                    continue;
+                }
+            }
+            let ring = &mut self.series[s].rings[r.index()];
+            let idx = bucket.rem_euclid(depth);
+            let cur = ring.get(&idx).copied();
+            let base = match cur {
+                Some((b, _)) if b > bucket => {
+                    self.stale[r.index()] += d.count;
+                    continue;
+                }
+                Some((b, v)) if b == bucket => v,
+                _ => B { count: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, last: 0.0, at: i64::MIN },
+            };
+            let mut sum = base.sum + d.sum;
+            if !sum.is_finite() {
+                if kind != Kind::Gauge {
+                    self.overflow[r.index()] += d.count;
+                    overflowed = true;
+                    continue;
+                }
+                sum = sum.clamp(f64::MIN, f64::MAX);
+            }
+            let mut n = B {
+                count: base.count + d.count,
+                sum,
+                min: base.min.min(d.min),
+                max: base.max.max(d.max),
+                last: base.last,
+                at: base.at,
+            };
+            if d.at >= base.at {
+                n.last = d.last;
+                n.at = d.at;
+            }
+            ring.insert(idx, (bucket, n));
+            stored = true;
+        }
+        (stored, overflowed)
+    }
+
+    fn update_acc(kind: Kind, b: &mut B, v: f64, at: i64) -> bool {
+        let mut sum = b.sum + v;
+        if !sum.is_finite() {
+            if kind != Kind::Gauge {
+                return false;
+            }
+            sum = sum.clamp(f64::MIN, f64::MAX);
+        }
+        b.sum = sum;
+        b.count += 1;
+        b.min = b.min.min(v);
+        b.max = b.max.max(v);
+        if kind == Kind::Gauge {
+            if at >= b.at {
+                b.at = at;
+                b.last = v;
+            }
+        } else {
+            b.at = b.at.max(at);
+            b.last = v;
+        }
+        true
+    }
+
+    fn record(&mut self, s: usize, v: f64, at: i64, now: i64) -> Res {
+        if at < 0 || at > now + self.max_future * NS {
+            self.rejected += 1;
+            return Res::BadTime;
+        }
+        let kind = self.kind[s];
+        let minute = at.div_euclid(60 * NS);
+        let now_minute = now.div_euclid(60 * NS);
+        match self.series[s].acc {
+            Some((m, mut b)) if m == minute => {
+                if Self::update_acc(kind, &mut b, v, at) {
+                    self.series[s].acc = Some((m, b));
+                    Res::Ok
+                } else {
+                    Res::Overflow
+                }
+            }
+            acc if acc.is_none_or(|(m, _)| minute > m) && minute <= now_minute => {
+                if let Some((m, b)) = acc {
+                    self.apply_rings(s, b, m * 60 * NS, None);
+                }
+                let mut b = B { count: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, last: 0.0, at: i64::MIN };
+                let ok = Self::update_acc(kind, &mut b, v, at);
+                self.series[s].acc = Some((minute, if ok { b } else { B { count: 0, ..b } }));
+                if ok { Res::Ok } else { Res::Overflow }
+            }
+            _ => {
+                let d = B { count: 1, sum: v, min: v, max: v, last: v, at };
+                match self.apply_rings(s, d, at, Some(now)) {
+                    (true, _) => Res::Ok,
+                    (false, true) => Res::Overflow,
+                    (false, false) => Res::NotStored,
+                }
+            }
+        }
+    }
+
+    /// All buckets of a series at a resolution, as the aggregator reports.
+    fn buckets(&self, s: usize, r: Resolution) -> Vec<Bucket> {
+        let mut out: Vec<Bucket> = self.series[s].rings[r.index()]
+            .values()
+            .filter(|(_, b)| b.count > 0)
+            .map(|(bucket, b)| to_bucket(r.bucket_start(*bucket), b))
+            .collect();
+        if let Some((m, a)) = self.series[s].acc {
+            if a.count > 0 {
+                let start = r.bucket_start(r.bucket_of(m * 60));
+                let ab = to_bucket(start, &a);
+                match out.iter_mut().find(|x| x.start == start) {
+                    Some(x) => x.merge(&ab),
+                    None => out.push(ab),
+                }
+            }
+        }
+        out.sort_by_key(|x| x.start);
+        out
+    }
+}
+
+fn to_bucket(start: i64, b: &B) -> Bucket {
+    Bucket { start, count: b.count, sum: b.sum, min: b.min, max: b.max, last: b.last, sampled_at: b.at }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Move the clock by this many seconds (may be negative).
+    Advance(i64),
+    /// Record into series `s` at the clock's time.
+    Now { s: usize, v: f64 },
+    /// Record into series `s` at `now + offset` seconds (+ sub-second nanos).
+    At { s: usize, v: f64, offset: i64, nanos: i64 },
+    /// Compare every series at every resolution.
+    Check,
+}
+
+fn value() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        8 => prop::sample::select(vec![-3.5, -1.0, 0.0, 0.5, 1.0, 2.0, 7.25, 1e6]),
+        1 => Just(1e308),
+        1 => Just(-1e308),
+    ]
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => prop_oneof![
+            4 => 0i64..90,
+            2 => 60i64..1200,
+            1 => 3000i64..200_000,
+            1 => -400i64..0,
+        ].prop_map(Op::Advance),
+        8 => (0usize..3, value()).prop_map(|(s, v)| Op::Now { s, v }),
+        4 => (0usize..3, value(), prop_oneof![
+            4 => -900i64..90,
+            1 => -400_000i64..-900,
+            1 => -20_000_000_000i64..-400_000,
+            1 => 60i64..200_000,
+        ], 0i64..NS).prop_map(|(s, v, offset, nanos)| Op::At { s, v, offset, nanos }),
+        1 => Just(Op::Check),
+    ]
+}
+
+fn run(depth: [usize; 4], ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let clock = ManualClock::from_secs(T0 + 7);
+    let config = Config { buckets: depth, ..Config::with_capacity(4) };
+    let agg = Aggregator::with_clock(config.clone(), Arc::new(clock.clone())).unwrap();
+    let kinds = [Kind::Counter, Kind::Gauge, Kind::Histogram];
+    let handles: Vec<Series> =
+        kinds.iter().enumerate().map(|(i, k)| agg.register(*k, &format!("s{i}"), k.default_unit()).unwrap()).collect();
+    let mut model = Model {
+        kind: kinds.to_vec(),
+        series: (0..3).map(|_| ModelSeries::default()).collect(),
+        depth: depth.map(|d| d as i64),
+        max_future: config.max_future_secs,
+        expired: [0; 4],
+        stale: [0; 4],
+        overflow: [0; 4],
+        rejected: 0,
+    };
+    let check = |model: &Model| -> Result<(), TestCaseError> {
+        for (s, h) in handles.iter().enumerate() {
+            let mut data = SeriesData::default();
+            agg.read_series(*h, &mut data).unwrap();
+            for r in Resolution::ALL {
+                let want = model.buckets(s, r);
+                prop_assert_eq!(data.at(r), &want[..], "series {} at {}", s, r);
+                let snap = agg.snapshot(*h, r, i64::MIN / 2, i64::MAX / 2).unwrap();
+                prop_assert_eq!(&snap[..], &want[..], "snapshot of series {} at {}", s, r);
+            }
+        }
+        let d = agg.drops();
+        prop_assert_eq!(d.expired, model.expired);
+        prop_assert_eq!(d.stale, model.stale);
+        prop_assert_eq!(d.overflow, model.overflow);
+        prop_assert_eq!(d.get(DropReason::InvalidTimestamp), model.rejected);
+        Ok(())
+    };
+    for op in ops {
+        let now = clock.now();
+        match op {
+            Op::Advance(secs) => clock.advance_secs(secs),
+            Op::Check => check(&model)?,
+            Op::Now { s, v } => {
+                let want = model.record(s, v, now, now);
+                let got = agg.record(handles[s], v);
+                prop_assert_eq!(classify(got), want);
+            }
+            Op::At { s, v, offset, nanos } => {
+                let at = now + offset * NS + nanos;
+                let want = model.record(s, v, at, now);
+                let got = agg.record_at(handles[s], v, at);
+                prop_assert_eq!(classify(got), want);
+            }
+        }
+    }
+    check(&model)
+}
+
+fn classify(r: Result<(), Error>) -> Res {
+    match r {
+        Ok(()) => Res::Ok,
+        Err(Error::Overflow { .. }) => Res::Overflow,
+        Err(Error::NotStored { .. }) => Res::NotStored,
+        Err(Error::InvalidTimestamp { .. }) => Res::BadTime,
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn matches_reference_model_small_rings(
+        depth in prop::array::uniform4(1usize..6),
+        ops in prop::collection::vec(op(), 1..120),
+    ) {
+        run(depth, ops)?;
+    }
+
+    #[test]
+    fn matches_reference_model_default_rings(ops in prop::collection::vec(op(), 1..200)) {
+        run(DEFAULT_BUCKETS, ops)?;
+    }
+}
+
+#[test]
+fn wraps_around_every_ring() {
+    // Deterministic: a record every 7 minutes for 10 days wraps all rings.
+    let ops = (0..2100).flat_map(|i| [Op::Now { s: i % 3, v: 1.0 }, Op::Advance(420)]).chain([Op::Check]).collect();
+    run([5, 7, 3, 2], ops).unwrap();
+}

@@ -77,7 +77,14 @@ impl Model {
                     continue;
                 }
                 Some((b, v)) if b == bucket => v,
-                _ => B { count: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, last: 0.0, at: i64::MIN },
+                _ => B {
+                    count: 0,
+                    sum: 0.0,
+                    min: f64::INFINITY,
+                    max: f64::NEG_INFINITY,
+                    last: 0.0,
+                    at: i64::MIN,
+                },
             };
             let mut sum = base.sum + d.sum;
             if !sum.is_finite() {
@@ -151,13 +158,27 @@ impl Model {
                 if let Some((m, b)) = acc {
                     self.apply_rings(s, b, m * 60 * NS, None);
                 }
-                let mut b = B { count: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY, last: 0.0, at: i64::MIN };
+                let mut b = B {
+                    count: 0,
+                    sum: 0.0,
+                    min: f64::INFINITY,
+                    max: f64::NEG_INFINITY,
+                    last: 0.0,
+                    at: i64::MIN,
+                };
                 let ok = Self::update_acc(kind, &mut b, v, at);
                 self.series[s].acc = Some((minute, if ok { b } else { B { count: 0, ..b } }));
                 if ok { Res::Ok } else { Res::Overflow }
             }
             _ => {
-                let d = B { count: 1, sum: v, min: v, max: v, last: v, at };
+                let d = B {
+                    count: 1,
+                    sum: v,
+                    min: v,
+                    max: v,
+                    last: v,
+                    at,
+                };
                 match self.apply_rings(s, d, at, Some(now)) {
                     (true, _) => Res::Ok,
                     (false, true) => Res::Overflow,
@@ -190,7 +211,15 @@ impl Model {
 }
 
 fn to_bucket(start: i64, b: &B) -> Bucket {
-    Bucket { start, count: b.count, sum: b.sum, min: b.min, max: b.max, last: b.last, sampled_at: b.at }
+    Bucket {
+        start,
+        count: b.count,
+        sum: b.sum,
+        min: b.min,
+        max: b.max,
+        last: b.last,
+        sampled_at: b.at,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -234,11 +263,17 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn run(depth: [usize; 4], ops: Vec<Op>) -> Result<(), TestCaseError> {
     let clock = ManualClock::from_secs(T0 + 7);
-    let config = Config { buckets: depth, ..Config::with_capacity(4) };
+    let config = Config {
+        buckets: depth,
+        ..Config::with_capacity(4)
+    };
     let agg = Aggregator::with_clock(config.clone(), Arc::new(clock.clone())).unwrap();
     let kinds = [Kind::Counter, Kind::Gauge, Kind::Histogram];
-    let handles: Vec<Series> =
-        kinds.iter().enumerate().map(|(i, k)| agg.register(*k, &format!("s{i}"), k.default_unit()).unwrap()).collect();
+    let handles: Vec<Series> = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, k)| agg.register(*k, &format!("s{i}"), k.default_unit()).unwrap())
+        .collect();
     let mut model = Model {
         kind: kinds.to_vec(),
         series: (0..3).map(|_| ModelSeries::default()).collect(),
@@ -318,6 +353,9 @@ proptest! {
 #[test]
 fn wraps_around_every_ring() {
     // Deterministic: a record every 7 minutes for 10 days wraps all rings.
-    let ops = (0..2100).flat_map(|i| [Op::Now { s: i % 3, v: 1.0 }, Op::Advance(420)]).chain([Op::Check]).collect();
+    let ops = (0..2100)
+        .flat_map(|i| [Op::Now { s: i % 3, v: 1.0 }, Op::Advance(420)])
+        .chain([Op::Check])
+        .collect();
     run([5, 7, 3, 2], ops).unwrap();
 }

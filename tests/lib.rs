@@ -1,1 +1,5 @@
-//! Shared helpers for the integration tests.
+//! Shared support for the integration tests and fuzz targets: the reference
+//! model of the aggregator.
+#![allow(missing_docs)]
+
+pub mod model;

@@ -49,12 +49,20 @@ fn main() -> Result<(), ringmetrics::Error> {
         clock.advance_secs(2);
     }
 
-    println!("ringmetrics demo: {jobs} simulated jobs over 3 hours, {} series\n", agg.len());
-    let throughput = agg.series(agg.lookup("queue:default:throughput").map(|i| i.id).unwrap_or(0)).expect("registered");
+    println!(
+        "ringmetrics demo: {jobs} simulated jobs over 3 hours, {} series\n",
+        agg.len()
+    );
+    let throughput = agg
+        .series(agg.lookup("queue:default:throughput").map(|i| i.id).unwrap_or(0))
+        .expect("registered");
     for r in Resolution::ALL {
         let b = agg.snapshot(throughput, r, 0, i64::MAX / 2)?;
         let total: f64 = b.iter().map(|x| x.sum).sum();
-        println!("queue:default:throughput @ {r:>5}: {:>3} buckets held, total {total}", b.len());
+        println!(
+            "queue:default:throughput @ {r:>5}: {:>3} buckets held, total {total}",
+            b.len()
+        );
     }
     println!();
     for (f, h) in funcs.iter().zip(&time) {
@@ -72,7 +80,11 @@ fn main() -> Result<(), ringmetrics::Error> {
     }
     let g = agg.snapshot(depth, Resolution::Min5, 0, i64::MAX / 2)?;
     if let Some(last) = g.last() {
-        println!("\nqueue:default:depth @ 5min: latest bucket +{}s value {}", last.start - start, last.last);
+        println!(
+            "\nqueue:default:depth @ 5min: latest bucket +{}s value {}",
+            last.start - start,
+            last.last
+        );
     }
     println!(
         "\nmemory: {} bytes per series reserved at default rings ({} series capacity)",

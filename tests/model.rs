@@ -1,6 +1,6 @@
-//! Property tests: random record sequences (across bucket boundaries, ring
-//! wrap-around, late, future and backwards-clock records, at every
-//! resolution) give exactly the buckets of a plain reference model.
+//! A plain reference model of the aggregator, and a driver that runs the
+//! same random operations against both and compares every bucket. Used by
+//! the property tests (`tests/model_props.rs`) and the fuzz targets.
 //!
 //! The model is the documented semantics written the obvious way, single
 //! threaded, with maps: the current minute is held apart and merged into
@@ -12,13 +12,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use ringmetrics::*;
 
 const NS: i64 = 1_000_000_000;
 const T0: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z, a day boundary
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct B {
+pub struct B {
     count: u64,
     sum: f64,
     min: f64,
@@ -28,14 +29,14 @@ struct B {
 }
 
 #[derive(Debug, Default)]
-struct ModelSeries {
+pub struct ModelSeries {
     /// (minute, bucket) of the accumulator.
     acc: Option<(i64, B)>,
     /// Per resolution: slot index -> (bucket number, values).
     rings: [BTreeMap<i64, (i64, B)>; 4],
 }
 
-struct Model {
+pub struct Model {
     kind: Vec<Kind>,
     series: Vec<ModelSeries>,
     depth: [i64; 4],
@@ -47,7 +48,7 @@ struct Model {
 }
 
 #[derive(Debug, PartialEq)]
-enum Res {
+pub enum Res {
     Ok,
     Overflow,
     NotStored,
@@ -222,8 +223,9 @@ fn to_bucket(start: i64, b: &B) -> Bucket {
     }
 }
 
+/// One step of a random scenario.
 #[derive(Debug, Clone)]
-enum Op {
+pub enum Op {
     /// Move the clock by this many seconds (may be negative).
     Advance(i64),
     /// Record into series `s` at the clock's time.
@@ -234,7 +236,8 @@ enum Op {
     Check,
 }
 
-fn value() -> impl Strategy<Value = f64> {
+/// Values, including ones that overflow a sum.
+pub fn value() -> impl Strategy<Value = f64> {
     prop_oneof![
         8 => prop::sample::select(vec![-3.5, -1.0, 0.0, 0.5, 1.0, 2.0, 7.25, 1e6]),
         1 => Just(1e308),
@@ -242,7 +245,8 @@ fn value() -> impl Strategy<Value = f64> {
     ]
 }
 
-fn op() -> impl Strategy<Value = Op> {
+/// One random step.
+pub fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         3 => prop_oneof![
             4 => 0i64..90,
@@ -261,7 +265,9 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn run(depth: [usize; 4], ops: Vec<Op>) -> Result<(), TestCaseError> {
+/// Run `ops` against an aggregator with ring depths `depth` and the model;
+/// fail on the first difference.
+pub fn run(depth: [usize; 4], ops: Vec<Op>) -> Result<(), TestCaseError> {
     let clock = ManualClock::from_secs(T0 + 7);
     let config = Config {
         buckets: depth,
@@ -331,31 +337,4 @@ fn classify(r: Result<(), Error>) -> Res {
         Err(Error::InvalidTimestamp { .. }) => Res::BadTime,
         Err(e) => panic!("unexpected error {e}"),
     }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
-
-    #[test]
-    fn matches_reference_model_small_rings(
-        depth in prop::array::uniform4(1usize..6),
-        ops in prop::collection::vec(op(), 1..120),
-    ) {
-        run(depth, ops)?;
-    }
-
-    #[test]
-    fn matches_reference_model_default_rings(ops in prop::collection::vec(op(), 1..200)) {
-        run(DEFAULT_BUCKETS, ops)?;
-    }
-}
-
-#[test]
-fn wraps_around_every_ring() {
-    // Deterministic: a record every 7 minutes for 10 days wraps all rings.
-    let ops = (0..2100)
-        .flat_map(|i| [Op::Now { s: i % 3, v: 1.0 }, Op::Advance(420)])
-        .chain([Op::Check])
-        .collect();
-    run([5, 7, 3, 2], ops).unwrap();
 }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32 as StdAtomicU32, Ordering as StdOrdering};
 use crossbeam_utils::CachePadded;
 
 use crate::bucket::{Bucket, SeriesData, SeriesVersion};
-use crate::clock::{Clock, Nanos, SystemClock};
+use crate::clock::{Builtin, Clock, Nanos, SystemClock};
 use crate::config::Config;
 use crate::drops::{DropCounters, DropReason, Drops};
 use crate::error::Error;
@@ -45,6 +45,8 @@ impl Series {
 pub struct Aggregator {
     config: Config,
     clock: Arc<dyn Clock>,
+    /// `clock`, when built in, without the dynamic call.
+    builtin: Option<Builtin>,
     registry: Registry,
     /// Per series: the current minute's accumulator.
     accs: Box<[CachePadded<Accumulator>]>,
@@ -83,6 +85,7 @@ impl Aggregator {
             accs: alloc::accumulators(config.capacity),
             rings: std::array::from_fn(|r| alloc::slots(config.capacity * config.buckets[r])),
             drops: DropCounters::new(),
+            builtin: clock.builtin(),
             clock,
             config,
             owner,
@@ -102,7 +105,10 @@ impl Aggregator {
     /// The clock's time, nanoseconds since the epoch.
     #[inline]
     pub fn now(&self) -> Nanos {
-        self.clock.now()
+        match &self.builtin {
+            Some(b) => b.now(),
+            None => self.clock.now(),
+        }
     }
 
     /// Find or register a series. Registering a new key takes a lock; an
@@ -161,7 +167,7 @@ impl Aggregator {
     /// Record `value` into a series at the clock's time.
     #[inline]
     pub fn record(&self, series: Series, value: f64) -> Result<(), Error> {
-        let now = self.clock.now();
+        let now = self.now();
         self.record_inner(series, value, now, now).map_err(|e| self.count(e))
     }
 
@@ -171,7 +177,7 @@ impl Aggregator {
     /// the ring's retention or when its slot already holds a newer bucket.
     #[inline]
     pub fn record_at(&self, series: Series, value: f64, at: Nanos) -> Result<(), Error> {
-        let now = self.clock.now();
+        let now = self.now();
         self.record_inner(series, value, at, now).map_err(|e| self.count(e))
     }
 
@@ -179,7 +185,7 @@ impl Aggregator {
     /// if new) at the clock's time.
     #[inline]
     pub fn record_key(&self, kind: Kind, key: &str, unit: &str, value: f64) -> Result<(), Error> {
-        let now = self.clock.now();
+        let now = self.now();
         self.record_key_inner(kind, key, unit, value, now, now)
             .map_err(|e| self.count(e))
     }
@@ -187,7 +193,7 @@ impl Aggregator {
     /// [`Aggregator::record_key`] at an explicit time.
     #[inline]
     pub fn record_key_at(&self, kind: Kind, key: &str, unit: &str, value: f64, at: Nanos) -> Result<(), Error> {
-        let now = self.clock.now();
+        let now = self.now();
         self.record_key_inner(kind, key, unit, value, at, now)
             .map_err(|e| self.count(e))
     }
@@ -269,13 +275,11 @@ impl Aggregator {
 
     #[inline]
     fn series_ref(&self, id: u32, kind: Kind) -> SeriesRef<'_> {
-        let i = id as usize;
         SeriesRef {
-            acc: &self.accs[i],
-            rings: std::array::from_fn(|r| {
-                let depth = self.config.buckets[r];
-                &self.rings[r][i * depth..(i + 1) * depth]
-            }),
+            acc: &self.accs[id as usize],
+            all_rings: &self.rings,
+            depths: &self.config.buckets,
+            id: id as usize,
             kind,
         }
     }

@@ -144,10 +144,15 @@ impl Slot {
     }
 }
 
-/// A view of one series: its accumulator and its four rings.
+/// A view of one series: its accumulator and its four rings. The ring
+/// slices are computed on demand: the fast path never needs them.
 pub(crate) struct SeriesRef<'a> {
     pub(crate) acc: &'a Accumulator,
-    pub(crate) rings: [&'a [Slot]; 4],
+    /// Every series' slots, per resolution.
+    pub(crate) all_rings: &'a [Box<[Slot]>; 4],
+    /// Ring depth per resolution.
+    pub(crate) depths: &'a [usize; 4],
+    pub(crate) id: usize,
     pub(crate) kind: Kind,
 }
 
@@ -174,6 +179,13 @@ struct Delta {
 }
 
 impl SeriesRef<'_> {
+    /// This series' ring at resolution `r`.
+    #[inline]
+    fn ring(&self, r: Resolution) -> &[Slot] {
+        let depth = self.depths[r.index()];
+        &self.all_rings[r.index()][self.id * depth..(self.id + 1) * depth]
+    }
+
     /// Record `v` observed at `at`, with the clock at `now`. The caller has
     /// validated `v` and checked `0 <= at <= now + max_future`.
     #[inline]
@@ -391,7 +403,7 @@ impl SeriesRef<'_> {
         let mut stored = false;
         let mut overflowed = false;
         for r in Resolution::ALL {
-            let ring = self.rings[r.index()];
+            let ring = self.ring(r);
             let depth = ring.len() as i64;
             let bucket = r.bucket_of(secs);
             if let Some(now) = now {
@@ -524,7 +536,7 @@ impl SeriesRef<'_> {
     /// Buckets of resolution `r` starting in `[from_secs, to_secs)`, oldest
     /// first, appended to `out`.
     pub(crate) fn snapshot(&self, r: Resolution, from_secs: i64, to_secs: i64, out: &mut Vec<Bucket>) -> SeriesVersion {
-        let ring = self.rings[r.index()];
+        let ring = self.ring(r);
         let mark = out.len();
         let (_, version) = self.read_consistent(|acc| {
             out.truncate(mark);
@@ -535,12 +547,11 @@ impl SeriesRef<'_> {
 
     /// Every bucket held at every resolution, oldest first.
     pub(crate) fn read_all(&self, out: &mut SeriesData) {
-        let rings = self.rings;
         let (_, version) = self.read_consistent(|acc| {
             for r in Resolution::ALL {
                 let dst = &mut out.buckets[r.index()];
                 dst.clear();
-                collect_ring(rings[r.index()], r, acc, dst, |_| true);
+                collect_ring(self.ring(r), r, acc, dst, |_| true);
             }
         });
         out.version = version;

@@ -66,6 +66,7 @@ impl Clock for SystemClock {
             // a valid pointer.
             let rc = unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
             if rc == 0 {
+                #[allow(clippy::unnecessary_cast)] // time_t and c_long are not i64 everywhere
                 return (ts.tv_sec as i64).saturating_mul(1_000_000_000) + ts.tv_nsec as i64;
             }
         }

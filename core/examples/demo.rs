@@ -33,7 +33,7 @@ fn main() -> Result<(), ringmetrics::Error> {
         rng ^= rng << 17;
         let f = (rng % 3) as usize;
         let secs = 0.05 + (rng >> 40) as f64 / (1u64 << 24) as f64 * (f + 1) as f64;
-        if rng % 50 == 0 {
+        if rng.is_multiple_of(50) {
             agg.record_key(Kind::Counter, &format!("job:{}:failed", funcs[f]), "count", 1.0)?;
             agg.increment_counter("global:status:failed", 1.0)?;
         } else {

@@ -119,10 +119,11 @@ impl Aggregator {
     }
 
     fn register_inner(&self, kind: Kind, key: &str, unit: &str) -> Result<Series, Error> {
-        if let Some(info) = self.registry.lookup(key) {
-            if info.kind == kind && info.unit == unit {
-                return Ok(self.handle(info.id, kind));
-            }
+        if let Some(info) = self.registry.lookup(key)
+            && info.kind == kind
+            && info.unit == unit
+        {
+            return Ok(self.handle(info.id, kind));
         }
         validate::key(key)?;
         validate::unit(unit)?;

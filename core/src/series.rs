@@ -406,11 +406,11 @@ impl SeriesRef<'_> {
             let ring = self.ring(r);
             let depth = ring.len() as i64;
             let bucket = r.bucket_of(secs);
-            if let Some(now) = now {
-                if bucket <= r.bucket_of(now.div_euclid(NANOS)) - depth {
-                    drops.expired(r, d.count);
-                    continue;
-                }
+            if let Some(now) = now
+                && bucket <= r.bucket_of(now.div_euclid(NANOS)) - depth
+            {
+                drops.expired(r, d.count);
+                continue;
             }
             let slot = &ring[bucket.rem_euclid(depth) as usize];
             let tag = slot.bucket.load(Ordering::Relaxed);

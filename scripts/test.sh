@@ -32,4 +32,8 @@ tests/c/run.sh
 
 step "Python: build the extension, run pytest against real Chancy"
 scripts/setup-python.sh
+export RINGMETRICS_PYTHON="$root/.venv/bin/python"
 .venv/bin/python -m pytest python/tests
+
+step "Soak and kill tests: a real Chancy worker through connection kills and server restarts (bounded)"
+RINGMETRICS_SOAK_SECONDS=${RINGMETRICS_SOAK_SECONDS:-90} .venv/bin/python -m pytest -s tests/soak

@@ -1,1 +1,24 @@
-//! The Postgres syncer (work in progress).
+//! `ringmetrics-postgres`: the syncer thread that writes a ringmetrics
+//! [`Aggregator`](ringmetrics::Aggregator) into exactly the tables Chancy
+//! 0.26 uses, plus Chancy's cleanup and cluster-wide read.
+//!
+//! - [`Syncer`] / [`SyncerConfig`]: a named background thread that owns one
+//!   `postgres::Client` and, every interval or on demand, upserts each changed
+//!   12-bucket chunk as absolute values (idempotent: a retry never double
+//!   counts). [`SyncStatus`] reports progress and failures.
+//! - [`cleanup`]: Chancy's `cleanup()` (expired chunks, then orphan keys).
+//! - [`read_metrics`]: Chancy's merge of every worker's rows, from Rust or C.
+//! - [`SyncError`]: what went wrong; never contains the DSN's password.
+#![warn(missing_docs, unsafe_op_in_unsafe_fn)]
+
+mod config;
+mod error;
+mod read;
+mod schema;
+mod thread;
+mod writer;
+
+pub use config::SyncerConfig;
+pub use error::SyncError;
+pub use read::{ReadPoint, ReadQuery, ReadSeries, cleanup, read_metrics};
+pub use thread::{FlushReport, SyncStatus, Syncer};

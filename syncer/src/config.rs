@@ -1,0 +1,136 @@
+//! What the syncer needs to know.
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
+use std::time::Duration;
+
+use crate::error::SyncError;
+
+/// Syncer settings. `SyncerConfig::new(dsn)` gives Chancy's defaults.
+#[derive(Clone)]
+pub struct SyncerConfig {
+    /// libpq `key=value` string or `postgresql://` URL.
+    pub dsn: String,
+    /// Table prefix (Chancy's `prefix`), default `"chancy_"`: letters,
+    /// digits and `_`, at most 40 characters.
+    pub prefix: String,
+    /// The worker id stored in each row. Default `""`.
+    pub worker_id: String,
+    /// The session stored in each row; a fresh uuid4 by default, so a
+    /// reused worker id never overwrites earlier history.
+    pub session_id: uuid::Uuid,
+    /// How often to write changed chunks. Default 60 s.
+    pub interval: Duration,
+    /// After a failure, retries wait `interval`, then twice that, and so on,
+    /// capped here. Default 300 s.
+    pub max_backoff: Duration,
+    /// Create Chancy's tables when missing. Default true.
+    pub create_schema: bool,
+    /// Test hook: while positive, each successful commit is reported as a
+    /// failure with an unknown outcome (and decrements it), to prove retries
+    /// never double count.
+    #[doc(hidden)]
+    pub fail_after_commit: Arc<AtomicU32>,
+}
+
+impl std::fmt::Debug for SyncerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncerConfig")
+            .field("dsn", &redact(&self.dsn))
+            .field("prefix", &self.prefix)
+            .field("worker_id", &self.worker_id)
+            .field("session_id", &self.session_id)
+            .field("interval", &self.interval)
+            .field("max_backoff", &self.max_backoff)
+            .field("create_schema", &self.create_schema)
+            .finish()
+    }
+}
+
+impl SyncerConfig {
+    /// Defaults for `dsn`.
+    pub fn new(dsn: impl Into<String>) -> Self {
+        SyncerConfig {
+            dsn: dsn.into(),
+            prefix: "chancy_".into(),
+            worker_id: String::new(),
+            session_id: uuid::Uuid::new_v4(),
+            interval: Duration::from_secs(60),
+            max_backoff: Duration::from_secs(300),
+            create_schema: true,
+            fail_after_commit: Arc::default(),
+        }
+    }
+
+    /// Check everything that can be checked without connecting; returns the
+    /// parsed connection settings.
+    pub(crate) fn validate(&self) -> Result<postgres::Config, SyncError> {
+        validate_prefix(&self.prefix)?;
+        if self.interval.is_zero() {
+            return Err(SyncError::InvalidConfig("interval must be positive".into()));
+        }
+        pg_config(&self.dsn)
+    }
+}
+
+/// Parse a DSN, with ringmetrics' connection defaults.
+pub(crate) fn pg_config(dsn: &str) -> Result<postgres::Config, SyncError> {
+    let mut c = postgres::Config::from_str(dsn)
+        .map_err(|e| SyncError::InvalidConfig(format!("cannot parse the DSN {}: {e}", redact(dsn))))?;
+    if c.get_application_name().is_none() {
+        c.application_name("ringmetrics-syncer");
+    }
+    if c.get_connect_timeout().is_none() {
+        c.connect_timeout(Duration::from_secs(5));
+    }
+    c.keepalives_idle(Duration::from_secs(30));
+    Ok(c)
+}
+
+/// The password of a parsed DSN, to scrub from messages.
+pub(crate) fn password(c: &postgres::Config) -> Option<String> {
+    c.get_password().map(|p| String::from_utf8_lossy(p).into_owned())
+}
+
+/// Letters, digits and `_`, at most 40 characters (quoted anyway).
+pub(crate) fn validate_prefix(prefix: &str) -> Result<(), SyncError> {
+    if prefix.len() > 40 || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return Err(SyncError::InvalidConfig(format!(
+            "table prefix {prefix:?} must be at most 40 letters, digits or underscores"
+        )));
+    }
+    Ok(())
+}
+
+/// `"{prefix}{name}"` quoted as an identifier.
+pub(crate) fn ident(prefix: &str, name: &str) -> String {
+    format!("\"{}{}\"", prefix.replace('"', "\"\""), name)
+}
+
+/// The DSN with any password replaced by `***`.
+pub(crate) fn redact(dsn: &str) -> String {
+    if let Some(rest) = dsn
+        .strip_prefix("postgres://")
+        .or_else(|| dsn.strip_prefix("postgresql://"))
+    {
+        let scheme = &dsn[..dsn.len() - rest.len()];
+        if let Some(at) = rest.find('@') {
+            let (userinfo, host) = rest.split_at(at);
+            if let Some(colon) = userinfo.find(':') {
+                return format!("{scheme}{}:***{host}", &userinfo[..colon]);
+            }
+        }
+        return dsn.to_owned();
+    }
+    dsn.split_whitespace()
+        .map(|kv| {
+            if kv.starts_with("password=") {
+                "password=***"
+            } else {
+                kv
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,104 @@
+//! Chancy 0.26's metrics schema (version 2 of migrate key `metrics`),
+//! created when missing, checked when present. Never drops or alters data.
+
+use postgres::Client;
+
+use crate::config::ident;
+use crate::error::{SyncError, db};
+
+/// The schema version ringmetrics writes.
+pub(crate) const VERSION: i32 = 2;
+
+/// Make sure `{prefix}metrics` and `{prefix}metric_definitions` exist at
+/// version 2. Serialized across workers by a transaction-scoped advisory
+/// lock, so two workers starting at once don't race.
+pub(crate) fn ensure(client: &mut Client, prefix: &str, create: bool, secret: Option<&str>) -> Result<(), SyncError> {
+    let err = |e: postgres::Error| db(&e, secret);
+    let mut tx = client.transaction().map_err(err)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('ringmetrics.schema:' || $1::text))",
+        &[&prefix],
+    )
+    .map_err(err)?;
+    let versions = ident(prefix, "schema_version");
+    let has_versions: bool = tx
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&versions])
+        .map_err(err)?
+        .get(0);
+    let found: Option<i32> = if has_versions {
+        tx.query_opt(
+            &format!("SELECT version FROM {versions} WHERE version_of = 'metrics'"),
+            &[],
+        )
+        .map_err(err)?
+        .and_then(|r| r.get(0))
+    } else {
+        None
+    };
+    match found {
+        Some(VERSION) => {}
+        Some(other) => return Err(SyncError::SchemaVersion { found: other }),
+        None => {
+            let has_metrics: bool = tx
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&ident(prefix, "metrics")])
+                .map_err(err)?
+                .get(0);
+            if has_metrics {
+                // Tables without a version row: Chancy's 0.25 layout or
+                // someone else's. Don't touch them.
+                return Err(SyncError::SchemaVersion { found: 1 });
+            }
+            if !create {
+                return Err(SyncError::InvalidConfig(format!(
+                    "the metrics tables for prefix {prefix:?} are missing and create_schema is off: \
+                     run Chancy's migrations"
+                )));
+            }
+            tx.batch_execute(&create_sql(prefix)).map_err(err)?;
+        }
+    }
+    tx.commit().map_err(err)
+}
+
+/// Exactly Chancy's DDL (chancy/migrate.py and metrics/migrations/v2.py).
+pub(crate) fn create_sql(prefix: &str) -> String {
+    let versions = ident(prefix, "schema_version");
+    let metrics = ident(prefix, "metrics");
+    let definitions = ident(prefix, "metric_definitions");
+    let index = ident(prefix, "metrics_expiry_idx");
+    format!(
+        r#"
+        CREATE TABLE IF NOT EXISTS {versions} (
+            version_of VARCHAR(255) PRIMARY KEY,
+            version INT
+        );
+        CREATE TABLE {definitions} (
+            id BIGSERIAL PRIMARY KEY,
+            key TEXT COLLATE "C" NOT NULL UNIQUE,
+            metric_type TEXT NOT NULL CHECK (
+                metric_type IN ('counter', 'gauge', 'histogram')
+            ),
+            unit TEXT NOT NULL
+        );
+        CREATE TABLE {metrics} (
+            metric_id BIGINT NOT NULL
+                REFERENCES {definitions}(id) ON DELETE RESTRICT,
+            resolution INTEGER NOT NULL,
+            chunk TIMESTAMPTZ NOT NULL,
+            session_id UUID NOT NULL,
+            worker_id TEXT NOT NULL,
+            buckets TIMESTAMPTZ[] NOT NULL,
+            counts BIGINT[],
+            totals DOUBLE PRECISION[],
+            minimums DOUBLE PRECISION[],
+            maximums DOUBLE PRECISION[],
+            gauges DOUBLE PRECISION[],
+            sampled_at TIMESTAMPTZ[] NOT NULL,
+            PRIMARY KEY (metric_id, resolution, chunk, session_id)
+        );
+        CREATE INDEX {index} ON {metrics} (resolution, chunk);
+        INSERT INTO {versions} (version_of, version) VALUES ('metrics', {VERSION})
+            ON CONFLICT (version_of) DO UPDATE SET version = EXCLUDED.version;
+        "#
+    )
+}

@@ -357,6 +357,12 @@ impl Aggregator {
         Ok(())
     }
 
+    /// Count a record a binding refused before it reached the aggregator
+    /// (a value that is not a number, a key that is not a string, ...).
+    pub fn count_refused(&self, reason: DropReason) {
+        self.drops.record(reason);
+    }
+
     /// A copy of the drop counters.
     pub fn drops(&self) -> Drops {
         self.drops.read()

@@ -33,6 +33,8 @@ pub enum Builtin {
     System,
     /// A [`ManualClock`]'s shared time.
     Manual(Arc<AtomicI64>),
+    /// An [`OverridableClock`]'s override.
+    Overridable(Arc<AtomicI64>),
 }
 
 impl Builtin {
@@ -42,6 +44,10 @@ impl Builtin {
         match self {
             Builtin::System => SystemClock.now(),
             Builtin::Manual(t) => t.load(Ordering::Acquire),
+            Builtin::Overridable(t) => match t.load(Ordering::Acquire) {
+                NO_OVERRIDE => SystemClock.now(),
+                t => t,
+            },
         }
     }
 }
@@ -78,6 +84,41 @@ fn system_now() -> Nanos {
     match SystemTime::now().duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_nanos()).unwrap_or(i64::MAX),
         Err(e) => -i64::try_from(e.duration().as_nanos()).unwrap_or(i64::MAX),
+    }
+}
+
+/// The system clock, unless an override time is set: lets a host (the
+/// Python plugin) freeze time for tests without rebuilding the aggregator.
+#[derive(Debug, Clone, Default)]
+pub struct OverridableClock(Arc<AtomicI64>);
+
+/// `OverridableClock` value meaning "no override".
+const NO_OVERRIDE: i64 = i64::MIN;
+
+impl OverridableClock {
+    /// The system clock, not overridden.
+    pub fn new() -> Self {
+        OverridableClock(Arc::new(AtomicI64::new(NO_OVERRIDE)))
+    }
+
+    /// Freeze time at `now` nanoseconds; `None` returns to the system clock.
+    pub fn set(&self, now: Option<Nanos>) {
+        self.0
+            .store(now.map_or(NO_OVERRIDE, |t| t.max(NO_OVERRIDE + 1)), Ordering::Release);
+    }
+}
+
+impl Clock for OverridableClock {
+    fn builtin(&self) -> Option<Builtin> {
+        Some(Builtin::Overridable(self.0.clone()))
+    }
+
+    #[inline]
+    fn now(&self) -> Nanos {
+        match self.0.load(Ordering::Acquire) {
+            NO_OVERRIDE => SystemClock.now(),
+            t => t,
+        }
     }
 }
 

@@ -40,7 +40,7 @@ pub mod validate;
 
 pub use aggregator::{Aggregator, Series};
 pub use bucket::{Bucket, SeriesData, SeriesVersion};
-pub use clock::{Clock, ManualClock, Nanos, SystemClock};
+pub use clock::{Builtin, Clock, ManualClock, Nanos, OverridableClock, SystemClock};
 pub use config::{Config, DEFAULT_BUCKETS, MAX_BUCKETS, MAX_SERIES};
 pub use drops::{DropReason, Drops};
 pub use error::Error;

@@ -1,0 +1,240 @@
+"""``ringmetrics.chancy.Metrics``: Chancy's metrics plugin on the Rust core.
+
+Swap one import::
+
+    from ringmetrics.chancy import Metrics   # was: from chancy.plugins.metrics import Metrics
+
+    async with Chancy(dsn, plugins=[Metrics()]) as chancy:
+        ...
+
+It subclasses Chancy's own plugin, so its identity (``chancy.metrics``),
+constructor checks, migrations, ``window``, ``retention``, ``get_metrics``,
+``list_metrics``, ``cleanup``, table-size collection and HTTP API are
+Chancy's code. Recording goes to a Rust aggregator (one per worker
+registration, each with its own session id) and a Rust syncer thread per
+session writes Chancy's tables every ``sync_interval``: the asyncio loop
+never waits on PostgreSQL for metrics writes.
+
+Time in tests: pass ``clock=ringmetrics.ManualClock(start)`` and move it; or
+monkeypatch ``chancy.plugins.metrics.metrics.utcnow`` as you would for
+Chancy's plugin — while it is patched, records are stamped with the time it
+returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from chancy.plugins.metrics import metrics as _chancy_metrics
+from chancy.plugins.metrics.metrics import Metrics as _ChancyMetrics
+
+from ringmetrics._native import Aggregator, ManualClock, Syncer
+
+__all__ = ["Metrics"]
+
+log = logging.getLogger(__name__)
+
+_ORIGINAL_UTCNOW = _chancy_metrics.utcnow
+
+#: Ring depth per resolution: the syncer persists chunks, so memory only
+#: needs to cover a database outage (24 minutes at 1min, 12 days at 1day).
+RING_BUCKETS = {"1min": 24, "5min": 24, "1hour": 24, "1day": 12}
+
+#: How long ``flush`` waits for a syncer, in seconds.
+FLUSH_TIMEOUT = 60.0
+
+
+class _Session:
+    """One worker registration (or the plugin's own direct calls)."""
+
+    __slots__ = ("aggregator", "session_id", "syncer", "worker_id", "try_record", "overridden")
+
+    def __init__(self, aggregator: Aggregator, session_id: str, worker_id: str) -> None:
+        self.aggregator = aggregator
+        self.session_id = session_id
+        self.worker_id = worker_id
+        self.syncer: Syncer | None = None
+        self.try_record = aggregator.try_record
+        self.overridden = False
+
+
+class Metrics(_ChancyMetrics):
+    """Chancy's ``Metrics`` plugin, recording into ringmetrics.
+
+    Takes Chancy's keywords, plus ``clock`` (a :class:`ringmetrics.ManualClock`
+    for tests). ``max_buffered_points`` bounds memory as in Chancy: each
+    session's aggregator holds ``max_buffered_points // 4`` series (a series
+    holds a bucket at each of four resolutions); new keys past that are
+    dropped with a warning.
+    """
+
+    def __init__(
+        self,
+        *,
+        sync_interval: int = 60,
+        max_points_per_resolution: dict[Any, int] | None = None,
+        maximum_metric_age: int = 86400 * 90,
+        collection_interval: int = 30,
+        max_buffered_points: int = 10000,
+        clock: ManualClock | None = None,
+    ) -> None:
+        super().__init__(
+            sync_interval=sync_interval,
+            max_points_per_resolution=max_points_per_resolution,
+            maximum_metric_age=maximum_metric_age,
+            collection_interval=collection_interval,
+            max_buffered_points=max_buffered_points,
+        )
+        self._clock = clock
+        self._capacity = max(1, max_buffered_points // 4)
+        self._default = self._new_session(str(self.session_id), self.worker_id)
+        self._sessions: dict[Any, _Session] = {}
+        self._failures_seen = 0
+
+    def _new_session(self, session_id: str, worker_id: str) -> _Session:
+        aggregator = Aggregator(self._capacity, buckets=RING_BUCKETS, clock=self._clock)
+        return _Session(aggregator, session_id, worker_id)
+
+    def _syncer(self, session: _Session, chancy: Any) -> Syncer:
+        if session.syncer is None:
+            session.syncer = session.aggregator.start_syncer(
+                chancy.dsn,
+                prefix=chancy.prefix,
+                worker_id=session.worker_id,
+                session_id=session.session_id,
+                interval=float(self.sync_interval),
+                max_backoff=300.0,
+            )
+        return session.syncer
+
+    # -- recording ---------------------------------------------------------
+
+    def _stamp(self, session: _Session) -> None:
+        """Follow a monkeypatched ``chancy...metrics.utcnow`` (tests)."""
+        if self._clock is not None:
+            return
+        if _chancy_metrics.utcnow is not _ORIGINAL_UTCNOW:
+            session.aggregator.set_time_override(_chancy_metrics.utcnow().timestamp())
+            session.overridden = True
+        elif session.overridden:
+            session.aggregator.set_time_override(None)
+            session.overridden = False
+
+    def _record(self, key, value, kind, unit, *, worker=None):
+        session = self._sessions.get(worker, self._default) if worker is not None else self._default
+        unit = unit or ("count" if kind == "counter" else "number")
+        if _chancy_metrics.utcnow is not _ORIGINAL_UTCNOW or session.overridden:
+            self._stamp(session)
+        error = session.try_record(kind, key, value, unit)
+        if error is not None:
+            self._warn(f"Dropped metric {key!r}: {error}")
+
+    async def increment_counter(self, metric_key: str, value: float, *, unit: str = "count"):
+        """Increment a counter metric (Chancy's signature and default unit)."""
+        session = self._default
+        if _chancy_metrics.utcnow is not _ORIGINAL_UTCNOW or session.overridden:
+            self._stamp(session)
+        error = session.try_record("counter", metric_key, value, unit)
+        if error is not None:
+            self._warn(f"Dropped metric {metric_key!r}: {error}")
+
+    async def record_gauge(self, metric_key: str, value: float, *, unit: str = "number"):
+        """Record a gauge metric (the latest value per bucket wins)."""
+        session = self._default
+        if _chancy_metrics.utcnow is not _ORIGINAL_UTCNOW or session.overridden:
+            self._stamp(session)
+        error = session.try_record("gauge", metric_key, value, unit)
+        if error is not None:
+            self._warn(f"Dropped metric {metric_key!r}: {error}")
+
+    async def record_histogram_value(self, metric_key: str, value: float, *, unit: str = "number"):
+        """Record a histogram observation (count, sum, min, max per bucket)."""
+        session = self._default
+        if _chancy_metrics.utcnow is not _ORIGINAL_UTCNOW or session.overridden:
+            self._stamp(session)
+        error = session.try_record("histogram", metric_key, value, unit)
+        if error is not None:
+            self._warn(f"Dropped metric {metric_key!r}: {error}")
+
+    # -- worker lifecycle --------------------------------------------------
+
+    async def on_worker_started(self, *, worker):
+        if worker in self._workers:
+            return
+        await super().on_worker_started(worker=worker)
+        session_id, _ = self._workers[worker]
+        session = self._new_session(str(session_id), worker.worker_id)
+        self._sessions[worker] = session
+        self._syncer(session, worker.chancy)
+
+    async def on_worker_stopped(self, *, worker):
+        # Chancy's order: a final flush first (raising keeps the data and the
+        # subscriptions for a retry), then unsubscribe.
+        await self.flush(worker.chancy)
+        registration = self._workers.pop(worker, None)
+        if registration:
+            _, handler = registration
+            for kind in ("counter", "gauge", "histogram"):
+                worker.hub.remove(f"metrics.{kind}", handler)
+        session = self._sessions.pop(worker, None)
+        if session is not None and session.syncer is not None:
+            await asyncio.to_thread(session.syncer.stop, FLUSH_TIMEOUT)
+
+    async def run(self, worker, chancy):
+        """Start this worker's session; its syncer thread writes every
+        ``sync_interval`` (retrying failures with capped backoff) while this
+        task keeps the read cache fresh and logs failures."""
+        await self.on_worker_started(worker=worker)
+        worker.manager.add("metrics_table_sizes", self._collect_table_sizes(worker, chancy))
+        while await self.sleep(self.sync_interval):
+            self._read_cache.clear()
+            failures = sum(
+                s.syncer.status()["failures"] for s in self._all_sessions() if s.syncer is not None
+            )
+            if failures > self._failures_seen:
+                chancy.log.warning("Metrics flush failed; buffered observations will be retried")
+            self._failures_seen = failures
+
+    def _all_sessions(self) -> list[_Session]:
+        return [self._default, *self._sessions.values()]
+
+    async def flush(self, chancy):
+        """Save recorded metrics now, from every session, without blocking the
+        event loop. Raises if saving fails; the observations stay pending and
+        are retried (a retry never double counts)."""
+        async with self._flush_lock:
+            first_error: BaseException | None = None
+            for session in self._all_sessions():
+                if session.syncer is None and len(session.aggregator) == 0:
+                    continue
+                syncer = self._syncer(session, chancy)
+                try:
+                    await asyncio.to_thread(syncer.flush, FLUSH_TIMEOUT)
+                except Exception as exc:  # keep flushing the other sessions
+                    first_error = first_error or exc
+            self._read_cache.clear()
+            if first_error is not None:
+                raise first_error
+
+    def aggregators(self) -> list[Aggregator]:
+        """The aggregators behind this plugin: the plugin's own, then one per
+        running worker (for snapshots and drop counters)."""
+        return [s.aggregator for s in self._all_sessions()]
+
+    def drops(self) -> dict[str, Any]:
+        """Drop counters summed over every session."""
+        total: dict[str, Any] = {}
+        for agg in self.aggregators():
+            for name, value in agg.drops().items():
+                if isinstance(value, dict):
+                    inner = total.setdefault(name, {})
+                    for r, n in value.items():
+                        inner[r] = inner.get(r, 0) + n
+                else:
+                    total[name] = total.get(name, 0) + value
+        return total
+
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -45,6 +45,8 @@ pub struct Model {
     stale: [u64; 4],
     overflow: [u64; 4],
     rejected: u64,
+    /// Records refused for a NaN or infinite value.
+    non_finite: u64,
 }
 
 #[derive(Debug, PartialEq)]
@@ -139,7 +141,7 @@ impl Model {
     }
 
     fn record(&mut self, s: usize, v: f64, at: i64, now: i64) -> Res {
-        if at < 0 || at > now + self.max_future * NS {
+        if at < 0 || at > now.saturating_add(self.max_future * NS) {
             self.rejected += 1;
             return Res::BadTime;
         }
@@ -266,7 +268,9 @@ pub fn op() -> impl Strategy<Value = Op> {
 }
 
 /// Run `ops` against an aggregator with ring depths `depth` and the model;
-/// fail on the first difference.
+/// fail on the first difference. Series indices must be below 3; values may
+/// be NaN or infinite (refused and counted); times saturate at the ends of
+/// `i64`.
 pub fn run(depth: [usize; 4], ops: Vec<Op>) -> Result<(), TestCaseError> {
     let clock = ManualClock::from_secs(T0 + 7);
     let config = Config {
@@ -289,6 +293,7 @@ pub fn run(depth: [usize; 4], ops: Vec<Op>) -> Result<(), TestCaseError> {
         stale: [0; 4],
         overflow: [0; 4],
         rejected: 0,
+        non_finite: 0,
     };
     let check = |model: &Model| -> Result<(), TestCaseError> {
         for (s, h) in handles.iter().enumerate() {
@@ -306,6 +311,7 @@ pub fn run(depth: [usize; 4], ops: Vec<Op>) -> Result<(), TestCaseError> {
         prop_assert_eq!(d.stale, model.stale);
         prop_assert_eq!(d.overflow, model.overflow);
         prop_assert_eq!(d.get(DropReason::InvalidTimestamp), model.rejected);
+        prop_assert_eq!(d.get(DropReason::NonFiniteValue), model.non_finite);
         Ok(())
     };
     for op in ops {
@@ -313,20 +319,38 @@ pub fn run(depth: [usize; 4], ops: Vec<Op>) -> Result<(), TestCaseError> {
         match op {
             Op::Advance(secs) => clock.advance_secs(secs),
             Op::Check => check(&model)?,
+            Op::Now { s, v } if !v.is_finite() => {
+                model.non_finite += 1;
+                let got = agg.record(handles[s], v);
+                prop_assert!(matches!(got, Err(Error::NonFiniteValue(_))), "{:?}", got);
+            }
             Op::Now { s, v } => {
                 let want = model.record(s, v, now, now);
                 let got = agg.record(handles[s], v);
                 prop_assert_eq!(classify(got), want);
             }
             Op::At { s, v, offset, nanos } => {
-                let at = now + offset * NS + nanos;
-                let want = model.record(s, v, at, now);
+                // Saturating: a time beyond i64 is before 1970 or too far
+                // ahead either way, and the harness must not overflow.
+                let at = now.saturating_add(offset.saturating_mul(NS)).saturating_add(nanos);
                 let got = agg.record_at(handles[s], v, at);
-                prop_assert_eq!(classify(got), want);
+                if v.is_finite() {
+                    let want = model.record(s, v, at, now);
+                    prop_assert_eq!(classify(got), want);
+                } else {
+                    model.non_finite += 1;
+                    prop_assert!(matches!(got, Err(Error::NonFiniteValue(_))), "{:?}", got);
+                }
             }
         }
     }
     check(&model)
+}
+
+/// [`run`] for callers outside proptest (the fuzz targets): the first
+/// difference as a message.
+pub fn run_ops(depth: [usize; 4], ops: Vec<Op>) -> Result<(), String> {
+    run(depth, ops).map_err(|e| e.to_string())
 }
 
 fn classify(r: Result<(), Error>) -> Res {

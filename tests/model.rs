@@ -362,3 +362,142 @@ fn classify(r: Result<(), Error>) -> Res {
         Err(e) => panic!("unexpected error {e}"),
     }
 }
+
+/// Chancy's input rules and the refusals of `record_key` / `register`,
+/// written from the rules and independently of `ringmetrics::validate`.
+/// Used by `tests/fuzz_props.rs` and the `validation` fuzz target.
+pub mod rules {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use ringmetrics::*;
+
+    /// A key: 1..=1024 bytes of UTF-8, no NUL byte.
+    pub fn key_ok(key: &[u8]) -> bool {
+        std::str::from_utf8(key).is_ok() && !key.is_empty() && key.len() <= 1024 && !key.contains(&0)
+    }
+
+    /// A unit: 1..=64 characters (not bytes) of UTF-8, no NUL.
+    pub fn unit_ok(unit: &[u8]) -> bool {
+        match std::str::from_utf8(unit) {
+            Ok(s) => (1..=64).contains(&s.chars().count()) && !s.contains('\0'),
+            Err(_) => false,
+        }
+    }
+
+    /// A value: neither NaN nor infinite.
+    pub fn value_ok(v: f64) -> bool {
+        !v.is_nan() && v != f64::INFINITY && v != f64::NEG_INFINITY
+    }
+
+    /// One call into the aggregator by key.
+    #[derive(Debug, Clone)]
+    pub struct KeyCall {
+        pub kind: Kind,
+        pub key: Vec<u8>,
+        pub unit: Vec<u8>,
+        /// `None`: `register` (no value); `Some`: `record_key`.
+        pub value: Option<f64>,
+    }
+
+    /// Series capacity of the aggregator [`run_key_calls`] builds (key space
+    /// is large enough for that many longest keys and units).
+    pub const CAPACITY: usize = 6;
+
+    /// The refusal the rules call for, or `None` when the call succeeds.
+    /// `registered` maps key -> (kind, unit, this minute's sum).
+    fn expected(call: &KeyCall, registered: &HashMap<Vec<u8>, (Kind, Vec<u8>, f64)>) -> Option<DropReason> {
+        // A bad value is refused before the key is even looked at.
+        if let Some(v) = call.value
+            && !value_ok(v)
+        {
+            return Some(DropReason::NonFiniteValue);
+        }
+        match registered.get(&call.key) {
+            Some((kind, unit, sum)) if *kind == call.kind && *unit == call.unit => {
+                let v = call.value.unwrap_or(0.0);
+                (call.kind != Kind::Gauge && !value_ok(sum + v)).then_some(DropReason::Overflow)
+            }
+            _ if !key_ok(&call.key) => Some(DropReason::InvalidKey),
+            _ if !unit_ok(&call.unit) => Some(DropReason::InvalidUnit),
+            Some(_) => Some(DropReason::Conflict),
+            None if registered.len() >= CAPACITY => Some(DropReason::CapacityExhausted),
+            None => None,
+        }
+    }
+
+    /// Run `calls` (non-UTF-8 keys and units are checked against the rules
+    /// only: the Rust API cannot take them) against a fresh aggregator on a
+    /// stopped clock; fail on the first call whose outcome or drop counters
+    /// differ from the rules, or on a `validate` function that disagrees.
+    pub fn run_key_calls(calls: &[KeyCall]) -> Result<(), String> {
+        let clock = ManualClock::from_secs(1_767_225_600);
+        let config = Config {
+            buckets: [2, 2, 2, 2],
+            key_bytes: CAPACITY * (1024 + 64 * 4),
+            ..Config::with_capacity(CAPACITY)
+        };
+        let agg = Aggregator::with_clock(config, Arc::new(clock)).map_err(|e| e.to_string())?;
+        let mut registered: HashMap<Vec<u8>, (Kind, Vec<u8>, f64)> = HashMap::new();
+        let mut want = [0u64; 8];
+        for (i, call) in calls.iter().enumerate() {
+            let fail = |what: String| Err(format!("call {i} {call:?}: {what}"));
+            if let Some(v) = call.value
+                && validate::value(v).is_ok() != value_ok(v)
+            {
+                return fail(format!("validate::value({v:?}) disagrees with the rules"));
+            }
+            let (Ok(key), Ok(unit)) = (std::str::from_utf8(&call.key), std::str::from_utf8(&call.unit)) else {
+                if key_ok(&call.key) && unit_ok(&call.unit) {
+                    return fail("the rules accept a non-UTF-8 key or unit".into());
+                }
+                continue;
+            };
+            if validate::key(key).is_ok() != key_ok(&call.key) {
+                return fail(format!("validate::key disagrees with the rules ({} bytes)", key.len()));
+            }
+            if validate::unit(unit).is_ok() != unit_ok(&call.unit) {
+                return fail(format!("validate::unit disagrees with the rules ({} chars)", unit.chars().count()));
+            }
+            let expect = expected(call, &registered);
+            let got = match call.value {
+                Some(v) => agg.record_key(call.kind, key, unit, v),
+                None => agg.register(call.kind, key, unit).map(|_| ()),
+            };
+            let reason = match &got {
+                Ok(()) => None,
+                Err(Error::NonFiniteValue(_)) => Some(DropReason::NonFiniteValue),
+                Err(Error::InvalidKey { .. }) => Some(DropReason::InvalidKey),
+                Err(Error::InvalidUnit { .. }) => Some(DropReason::InvalidUnit),
+                Err(Error::Conflict { .. }) => Some(DropReason::Conflict),
+                Err(Error::Overflow { .. }) => Some(DropReason::Overflow),
+                Err(Error::CapacityExhausted { .. }) => Some(DropReason::CapacityExhausted),
+                Err(e) => return fail(format!("unexpected error {e}")),
+            };
+            if reason != expect {
+                return fail(format!("got {got:?}, the rules say {expect:?}"));
+            }
+            match reason {
+                Some(r) => want[r as usize] += 1,
+                None => {
+                    let entry = registered
+                        .entry(call.key.clone())
+                        .or_insert((call.kind, call.unit.clone(), 0.0));
+                    entry.2 += call.value.unwrap_or(0.0);
+                    match agg.lookup(key) {
+                        Some(info) if info.key == key && info.unit == unit && info.kind == call.kind => {}
+                        other => return fail(format!("lookup after success gave {other:?}")),
+                    }
+                }
+            }
+            let drops = agg.drops();
+            if drops.records != want || drops.total() != want.iter().sum::<u64>() {
+                return fail(format!("drops {drops:?}, want records {want:?}"));
+            }
+        }
+        if agg.len() != registered.len() {
+            return Err(format!("{} series registered, the rules say {}", agg.len(), registered.len()));
+        }
+        Ok(())
+    }
+}

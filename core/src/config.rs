@@ -19,7 +19,7 @@ pub struct Config {
     /// How many distinct series can be registered. Default 4,096.
     pub capacity: usize,
     /// Bytes reserved for keys and units together. Default
-    /// `capacity * 96`.
+    /// `capacity * 96 + 1280` (always room for one longest key and unit).
     pub key_bytes: usize,
     /// Ring depth per resolution, finest first. Chancy's defaults
     /// (60 / 288 / 168 / 90) keep full history in memory; with a syncer
@@ -42,7 +42,7 @@ impl Config {
     pub fn with_capacity(capacity: usize) -> Self {
         Config {
             capacity,
-            key_bytes: capacity.saturating_mul(96),
+            key_bytes: capacity.saturating_mul(96).saturating_add(1280),
             buckets: DEFAULT_BUCKETS,
             max_future_secs: 60,
         }

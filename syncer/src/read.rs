@@ -3,7 +3,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 use ringmetrics::{CHUNK_BUCKETS, Kind, Resolution};
 
 use crate::config::{ident, password, pg_config, validate_prefix};
@@ -62,7 +62,7 @@ pub struct ReadPoint {
 fn connect(dsn: &str) -> Result<(Client, Option<String>), SyncError> {
     let pg = pg_config(dsn)?;
     let secret = password(&pg);
-    let client = pg.connect(NoTls).map_err(|e| db(&e, secret.as_deref()))?;
+    let client = crate::thread::connect_bounded(&pg, secret.as_deref())?;
     Ok((client, secret))
 }
 

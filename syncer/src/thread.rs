@@ -170,6 +170,28 @@ impl Drop for Syncer {
     }
 }
 
+/// Connect, bounding the whole handshake: the driver's `connect_timeout`
+/// only covers the TCP connect, and a server that accepts but never answers
+/// would otherwise hang the syncer forever. The attempt runs on a helper
+/// thread that is abandoned (and finishes on its own) after the bound.
+pub(crate) fn connect_bounded(pg: &postgres::Config, secret: Option<&str>) -> Result<Client, SyncError> {
+    let bound = pg.get_connect_timeout().copied().unwrap_or(Duration::from_secs(5)) + Duration::from_secs(5);
+    let (tx, rx) = bounded(1);
+    let config = pg.clone();
+    std::thread::Builder::new()
+        .name("ringmetrics-connect".into())
+        .spawn(move || {
+            let _ = tx.send(config.connect(NoTls));
+        })
+        .map_err(|e| SyncError::Database(format!("cannot start a connection thread: {e}")))?;
+    match rx.recv_timeout(bound) {
+        Ok(result) => result.map_err(|e| db(&e, secret)),
+        Err(_) => Err(SyncError::Database(format!(
+            "the server did not complete the connection within {bound:?}"
+        ))),
+    }
+}
+
 /// Everything the thread owns.
 struct State {
     config: SyncerConfig,
@@ -237,7 +259,7 @@ impl State {
             self.client = None;
         }
         if self.client.is_none() {
-            let client = self.pg.connect(NoTls).map_err(|e| db(&e, self.secret.as_deref()))?;
+            let client = connect_bounded(&self.pg, self.secret.as_deref())?;
             self.client = Some(client);
             self.schema_checked = false;
         }

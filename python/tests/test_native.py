@@ -1,0 +1,214 @@
+"""The native module: recording, validation, snapshots, handles, drops,
+time, and the syncer releasing the GIL."""
+
+import socket
+import threading
+import time
+
+import psycopg
+import pytest
+
+from ringmetrics import Aggregator, ManualClock, StorageError, cleanup, read_metrics
+
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+
+
+def test_counter_gauge_histogram_on_a_manual_clock():
+    clock = ManualClock(T0 + 1)
+    agg = Aggregator(16, clock=clock)
+    agg.increment_counter("jobs", 1)
+    agg.increment_counter("jobs", 2.5)
+    agg.record_gauge("depth", 5)
+    clock.advance(1)
+    agg.record_gauge("depth", 3)
+    agg.record_histogram("latency", 0.5, "seconds")
+    agg.record_histogram("latency", 1.5, "seconds")
+    clock.advance(60)
+    agg.increment_counter("jobs", 4)
+    assert [(b[0], b[1], b[2]) for b in agg.snapshot("jobs", "1min")] == [(T0, 2, 3.5), (T0 + 60, 1, 4.0)]
+    assert [(b[0], b[2]) for b in agg.snapshot("jobs", "1day")] == [(T0, 7.5)]
+    (g,) = agg.snapshot("depth", "5min")
+    assert g[5] == 3.0 and g[6] == T0 + 2  # latest value and its time
+    (h,) = agg.snapshot("latency", "1hour")
+    assert h[1:5] == (2, 2.0, 0.5, 1.5)
+    assert agg.snapshot("missing") == []
+    assert agg.series() == [("jobs", "counter", "count"), ("depth", "gauge", "number"), ("latency", "histogram", "seconds")]
+    assert clock.now() == T0 + 62
+
+
+def test_gaps_stay_gaps():
+    clock = ManualClock(T0)
+    agg = Aggregator(4, clock=clock)
+    agg.increment_counter("c", 1)
+    clock.advance(180)
+    agg.increment_counter("c", 1)
+    assert [b[0] for b in agg.snapshot("c", "1min")] == [T0, T0 + 180]
+
+
+def test_handles_record_without_lookup():
+    clock = ManualClock(T0)
+    agg = Aggregator(4, clock=clock)
+    h = agg.handle("histogram", "job:x:execution_time", "seconds")
+    assert (h.key, h.kind) == ("job:x:execution_time", "histogram")
+    for v in (1, 2, 3):
+        h.record(v)
+    h.record_at(10, T0 - 120)  # late: its own minute
+    assert [(b[0], b[1]) for b in agg.snapshot("job:x:execution_time", "1min")] == [(T0 - 120, 1), (T0, 3)]
+    with pytest.raises(ValueError):
+        agg.handle("counter", "job:x:execution_time")
+
+
+@pytest.mark.parametrize(
+    "key,value,unit,why",
+    [
+        ("k", float("nan"), "count", "not finite"),
+        ("k", float("inf"), "count", "not finite"),
+        ("k", float("-inf"), "count", "not finite"),
+        ("k", True, "count", "bool"),
+        ("k", 10**400, "count", "finite number"),
+        ("k", "1", "count", "finite number"),
+        ("k", None, "count", "finite number"),
+        ("", 1, "count", "empty"),
+        ("x" * 1025, 1, "count", "1024"),
+        ("é" * 513, 1, "count", "1024"),
+        ("a\x00b", 1, "count", "NUL"),
+        ("k", 1, "", "empty"),
+        ("k", 1, "u" * 65, "64"),
+        ("k", 1, "a\x00", "NUL"),
+        (b"k", 1, "count", "str"),
+        ("k", 1, 5, "str"),
+    ],
+)
+def test_invalid_input_is_refused_counted_and_poisons_nothing(key, value, unit, why):
+    agg = Aggregator(8)
+    with pytest.raises(ValueError, match=why) if isinstance(key, str) and isinstance(unit, str) else pytest.raises(TypeError):
+        agg.record("counter", key, value, unit)
+    assert why in agg.try_record("counter", key, value, unit)
+    drops = agg.drops()
+    assert sum(v for v in drops.values() if isinstance(v, int)) >= 1
+    # The aggregator still works and holds nothing from the refused call.
+    agg.increment_counter("ok", 1)
+    assert len(agg) == 1 and agg.snapshot("ok")[0][2] == 1.0
+
+
+def test_boundaries_are_accepted():
+    agg = Aggregator(8, key_bytes=8192)
+    assert agg.try_record("counter", "x" * 1024, 1, "count") is None
+    assert agg.try_record("counter", "é" * 512, 1, "u" * 64) is None
+    assert agg.try_record("counter", "k", 10**15, "count") is None
+    assert agg.try_record("gauge", "g", -0.0, "number") is None
+    # Key space is fixed at construction: running out is a counted drop.
+    small = Aggregator(8, key_bytes=16)
+    assert "key_bytes" in small.try_record("counter", "x" * 20, 1, "count")
+    assert small.drops()["capacity_exhausted"] == 1
+
+
+def test_type_and_unit_conflicts_and_full_capacity():
+    agg = Aggregator(2)
+    agg.increment_counter("a", 1)
+    assert "counter" in agg.try_record("gauge", "a", 1, "number")
+    assert "count" in agg.try_record("counter", "a", 1, "seconds")
+    agg.increment_counter("b", 1)
+    assert "capacity" in agg.try_record("counter", "c", 1, "count")
+    d = agg.drops()
+    assert (d["conflict"], d["capacity_exhausted"]) == (2, 1)
+    assert [b[2] for b in agg.snapshot("a")] == [1.0]
+
+
+def test_overflowing_sum_is_refused():
+    agg = Aggregator(2)
+    agg.increment_counter("c", 1e308)
+    assert "overflow" in agg.try_record("counter", "c", 1e308, "count")
+    assert agg.snapshot("c")[0][2] == 1e308
+
+
+def test_time_override_and_far_future():
+    agg = Aggregator(4)
+    agg.set_time_override(T0)
+    assert agg.now() == T0
+    agg.increment_counter("c", 1)
+    assert agg.snapshot("c")[0][0] == T0
+    assert "ahead of the clock" in agg.try_record("counter", "c", 1, "count", T0 + 3600)
+    agg.set_time_override(None)
+    assert abs(agg.now() - time.time()) < 5
+    with pytest.raises(ValueError):
+        Aggregator(4, clock=ManualClock(T0)).set_time_override(T0)
+
+
+def test_invalid_config_names_the_field():
+    with pytest.raises(ValueError, match="capacity"):
+        Aggregator(0)
+    with pytest.raises(ValueError, match="resolution"):
+        Aggregator(4, buckets={"2min": 5})
+    with pytest.raises(ValueError, match="buckets"):
+        Aggregator(4, buckets={"1min": 0})
+
+
+def test_syncer_round_trip_and_rust_read(dsn, prefix):
+    clock = ManualClock(T0)
+    agg = Aggregator(16, clock=clock)
+    syncer = agg.start_syncer(dsn, prefix=prefix, worker_id="py-1", interval=3600)
+    agg.increment_counter("jobs:done", 3)
+    agg.record_histogram("jobs:time", 2, "seconds")
+    report = syncer.flush()
+    assert report["rows_written"] == 8 and report["definitions_created"] == 2
+    assert syncer.flush()["rows_written"] == 0
+    status = syncer.status()
+    assert status["running"] and status["flushes"] == 2 and status["last_error"] is None
+    series = read_metrics(dsn, prefix=prefix, metric_prefix="jobs", resolution="1min", start=T0, end=T0 + 60)
+    assert [(k, kind, unit, [p[5] for p in pts]) for k, kind, unit, pts in series] == [
+        ("jobs:done", "counter", "count", [3.0]),
+        ("jobs:time", "histogram", "seconds", [2.0]),
+    ]
+    assert cleanup(dsn, prefix=prefix, retention_seconds=[3600, 86400, 604800, 7776000]) == 8  # 2026-01-01 is long gone
+    syncer.stop()
+    with pytest.raises(StorageError, match="stopped"):
+        syncer.flush()
+
+
+def test_flush_releases_the_gil():
+    # A server that accepts connections and never answers: the flush blocks
+    # in the startup handshake until its connect timeout.
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(8)
+        port = server.getsockname()[1]
+        agg = Aggregator(4)
+        agg.increment_counter("c", 1)
+        syncer = agg.start_syncer(
+            f"host=127.0.0.1 port={port} user=x password=secret connect_timeout=2", interval=3600
+        )
+        ticks = 0
+        stop = threading.Event()
+
+        def ticker():
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                time.sleep(0.001)
+
+        t = threading.Thread(target=ticker)
+        t.start()
+        started = time.monotonic()
+        with pytest.raises(StorageError) as err:
+            syncer.flush(timeout=10)
+        blocked = time.monotonic() - started
+        stop.set()
+        t.join()
+        assert blocked > 1.0
+        assert ticks > 200, "the GIL was held while flushing"
+        assert "secret" not in str(err.value)
+        assert syncer.status()["failures"] == 1 and "secret" not in syncer.status()["last_error"]
+        # A timeout shorter than the connect timeout: TimeoutError.
+        with pytest.raises(TimeoutError):
+            syncer.flush(timeout=0.2)
+
+
+def test_bad_dsn_and_prefix_are_value_errors():
+    agg = Aggregator(4)
+    with pytest.raises(ValueError, match="DSN"):
+        agg.start_syncer("host=x nonsense_option=1")
+    with pytest.raises(ValueError, match="prefix"):
+        agg.start_syncer("host=127.0.0.1", prefix="bad;prefix")
+    with pytest.raises(ValueError, match="UUID"):
+        agg.start_syncer("host=127.0.0.1", session_id="nope")

@@ -131,7 +131,8 @@ async def soak(cluster) -> dict:
                         await asyncio.to_thread(cluster.restart)
                         faults.append(f"t={elapsed:.0f}s: restarted the server")
             try:
-                await chancy.push_many([jobs.tick.job.with_queue("soak").with_kwargs(n=i) for i in range(25)])
+                async for _ in chancy.push_many([jobs.tick.job.with_queue("soak").with_kwargs(n=i) for i in range(25)]):
+                    pass
                 pushed += 25
             except Exception:
                 await asyncio.sleep(0.2)  # the server is restarting

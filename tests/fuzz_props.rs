@@ -59,8 +59,12 @@ fn kind() -> impl Strategy<Value = Kind> {
 }
 
 fn call() -> impl Strategy<Value = KeyCall> {
-    (kind(), key(), unit(), prop::option::weighted(0.85, value()))
-        .prop_map(|(kind, key, unit, value)| KeyCall { kind, key, unit, value })
+    (kind(), key(), unit(), prop::option::weighted(0.85, value())).prop_map(|(kind, key, unit, value)| KeyCall {
+        kind,
+        key,
+        unit,
+        value,
+    })
 }
 
 proptest! {
@@ -137,4 +141,51 @@ fn boundaries() {
         value: Some(1.5),
     }];
     run_key_calls(&calls).unwrap();
+}
+
+/// Recording by key from several threads, on the system clock, racing to
+/// register the same keys: nothing panics, valid calls succeed, every
+/// refusal is counted once. Small enough for Miri (`scripts/miri.sh`), which
+/// checks the registry's arena and the accumulator protocol for data races.
+#[test]
+fn concurrent_record_key_counts_every_refusal() {
+    use std::sync::Arc;
+
+    use ringmetrics::{Aggregator, Config, DropReason};
+
+    const THREADS: usize = 3;
+    const KEYS: usize = 6;
+    let config = Config {
+        buckets: [2, 2, 2, 2],
+        ..Config::with_capacity(KEYS)
+    };
+    let agg = Arc::new(Aggregator::new(config).unwrap());
+    let threads: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let agg = agg.clone();
+            std::thread::spawn(move || {
+                for i in 0..KEYS {
+                    let key = format!("k{i}");
+                    agg.increment_counter(&key, 1.0).unwrap();
+                    assert!(agg.increment_counter(&key, f64::NAN).is_err());
+                    assert!(agg.increment_counter("bad\0key", 1.0).is_err());
+                    assert!(agg.record_gauge(&key, 1.0).is_err()); // a counter already
+                    assert_eq!(agg.lookup(&key).map(|s| (s.key, s.unit)), Some((&key[..], "count")));
+                }
+                t
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(agg.len(), KEYS);
+    let drops = agg.drops();
+    let n = (THREADS * KEYS) as u64;
+    assert_eq!(drops.get(DropReason::NonFiniteValue), n);
+    assert_eq!(drops.get(DropReason::InvalidKey), n);
+    assert_eq!(drops.get(DropReason::Conflict), n);
+    assert_eq!(drops.total(), 3 * n, "{drops:?}");
+    assert!(agg.increment_counter("one.too.many", 1.0).is_err());
+    assert_eq!(agg.drops().get(DropReason::CapacityExhausted), 1);
 }

@@ -51,6 +51,8 @@ def run_child(dsn: str, prefix: str, how: signal.Signals, seconds: float) -> tup
     finally:
         if child.poll() is None:
             child.kill()
+            child.wait()
+        child.stdout.close()
     with open(counter, "rb") as f:
         recorded = struct.unpack("<q", f.read(8))[0]
     os.unlink(counter)

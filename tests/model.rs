@@ -457,7 +457,10 @@ pub mod rules {
                 return fail(format!("validate::key disagrees with the rules ({} bytes)", key.len()));
             }
             if validate::unit(unit).is_ok() != unit_ok(&call.unit) {
-                return fail(format!("validate::unit disagrees with the rules ({} chars)", unit.chars().count()));
+                return fail(format!(
+                    "validate::unit disagrees with the rules ({} chars)",
+                    unit.chars().count()
+                ));
             }
             let expect = expected(call, &registered);
             let got = match call.value {
@@ -496,7 +499,11 @@ pub mod rules {
             }
         }
         if agg.len() != registered.len() {
-            return Err(format!("{} series registered, the rules say {}", agg.len(), registered.len()));
+            return Err(format!(
+                "{} series registered, the rules say {}",
+                agg.len(),
+                registered.len()
+            ));
         }
         Ok(())
     }

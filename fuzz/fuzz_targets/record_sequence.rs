@@ -53,22 +53,19 @@ fn advance(u: &mut Unstructured) -> Result<i64> {
 
 fn offset(u: &mut Unstructured) -> Result<i64> {
     Ok(match u.int_in_range(0..=9u8)? {
-        0..=3 => u.int_in_range(-900..=90)?,            // slightly late / ahead
-        4 => u.int_in_range(55..=65)?,                   // at the future limit
-        5 => u.int_in_range(-400_000..=-900)?,           // far in the past
+        0..=3 => u.int_in_range(-900..=90)?,              // slightly late / ahead
+        4 => u.int_in_range(55..=65)?,                    // at the future limit
+        5 => u.int_in_range(-400_000..=-900)?,            // far in the past
         6 => u.int_in_range(-20_000_000_000..=-400_000)?, // before 1970
-        7 => u.int_in_range(60..=200_000)?,              // far in the future
-        8 => u.int_in_range(-10_000_000..=0)?,           // past every ring
-        _ => u.arbitrary()?,                             // anything
+        7 => u.int_in_range(60..=200_000)?,               // far in the future
+        8 => u.int_in_range(-10_000_000..=0)?,            // past every ring
+        _ => u.arbitrary()?,                              // anything
     })
 }
 
 fuzz_target!(|data: &[u8]| {
     let mut u = Unstructured::new(data);
-    let Ok(depth) = (0..4)
-        .map(|_| u.int_in_range(1..=6usize))
-        .collect::<Result<Vec<_>>>()
-    else {
+    let Ok(depth) = (0..4).map(|_| u.int_in_range(1..=6usize)).collect::<Result<Vec<_>>>() else {
         return;
     };
     let depth = [depth[0], depth[1], depth[2], depth[3]];

@@ -35,6 +35,20 @@ impl Series {
     pub fn kind(&self) -> Kind {
         self.kind
     }
+
+    /// The handle's parts, for bindings that pass it by value across an
+    /// ABI. Rebuild it with [`Series::from_raw`].
+    #[doc(hidden)]
+    pub fn to_raw(self) -> (u32, Kind, u32) {
+        (self.id, self.kind, self.owner)
+    }
+
+    /// A handle from [`Series::to_raw`]'s parts. The aggregator still
+    /// checks the owner and id of every handle it is given.
+    #[doc(hidden)]
+    pub fn from_raw(id: u32, kind: Kind, owner: u32) -> Series {
+        Series { id, kind, owner }
+    }
 }
 
 /// A fixed-capacity, multi-resolution aggregator with Chancy's semantics.

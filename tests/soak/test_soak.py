@@ -131,12 +131,12 @@ async def soak(cluster) -> dict:
                         await asyncio.to_thread(cluster.restart)
                         faults.append(f"t={elapsed:.0f}s: restarted the server")
             try:
-                async for _ in chancy.push_many([jobs.tick.job.with_queue("soak").with_kwargs(n=i) for i in range(25)]):
+                async for _ in chancy.push_many([jobs.tick.job.with_queue("soak").with_kwargs(n=i) for i in range(10)]):
                     pass
-                pushed += 25
+                pushed += 10
             except Exception:
                 await asyncio.sleep(0.2)  # the server is restarting
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.25)
             if rss_warm is None and elapsed > 0.15 * SECONDS:
                 rss_warm = rss_kib()
             samples.append(rss_kib())

@@ -1,0 +1,303 @@
+/* C tests of the ringmetrics ABI: every function, every error path, handles
+ * shared between threads. Built with -Wall -Wextra -Wpedantic -Werror and
+ * AddressSanitizer + UndefinedBehaviorSanitizer by tests/c/run.sh.
+ *
+ * usage: test_abi DSN   (a live PostgreSQL for the syncer tests)
+ */
+#include <math.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ringmetrics.h"
+
+static int passed = 0, failed = 0;
+
+#define CHECK(cond)                                                          \
+  do {                                                                       \
+    if (cond) {                                                              \
+      passed++;                                                              \
+    } else {                                                                 \
+      failed++;                                                              \
+      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+    }                                                                        \
+  } while (0)
+
+#define EXPECT(call, code) CHECK((call) == (code))
+
+static const int64_t T0 = 1767225600LL; /* 2026-01-01T00:00:00Z */
+static const int64_t NS = 1000000000LL;
+
+static rm_aggregator *manual(size_t capacity) {
+  rm_config c;
+  rm_aggregator *a = NULL;
+  EXPECT(rm_config_default(&c), RM_OK);
+  c.capacity = capacity;
+  EXPECT(rm_aggregator_new_manual_clock(&c, T0 * NS, &a), RM_OK);
+  return a;
+}
+
+static void test_messages(void) {
+  EXPECT(strcmp(rm_result_message(RM_OK), "ok"), 0);
+  for (int r = 0; r <= 19; r++) CHECK(rm_result_message((rm_result)r) != NULL);
+  CHECK(strstr(rm_result_message(RM_PANIC), "panic") != NULL);
+  char buf[256];
+  size_t n = 0;
+  EXPECT(rm_last_error_detail(NULL, 0, &n), RM_NULL_POINTER);
+  EXPECT(rm_last_error_detail(buf, sizeof buf, &n), RM_OK);
+}
+
+static void test_config_and_lifecycle(void) {
+  rm_config c;
+  rm_aggregator *a = NULL;
+  EXPECT(rm_config_default(NULL), RM_NULL_POINTER);
+  EXPECT(rm_config_default(&c), RM_OK);
+  CHECK(c.capacity == 4096 && c.buckets[0] == 60 && c.buckets[1] == 288 && c.buckets[2] == 168 && c.buckets[3] == 90);
+  EXPECT(rm_aggregator_new(NULL, NULL), RM_NULL_POINTER);
+  c.capacity = 0;
+  EXPECT(rm_aggregator_new(&c, &a), RM_INVALID_CONFIG);
+  CHECK(a == NULL); /* no partial success */
+  char buf[256];
+  size_t n = 0;
+  EXPECT(rm_last_error_detail(buf, sizeof buf, &n), RM_OK);
+  CHECK(strstr(buf, "capacity") != NULL);
+  EXPECT(rm_aggregator_new(NULL, &a), RM_OK);
+  CHECK(a != NULL);
+  EXPECT(rm_aggregator_set_time(a, 0), RM_NOT_MANUAL_CLOCK);
+  EXPECT(rm_aggregator_advance_time(NULL, 0), RM_NULL_POINTER);
+  rm_aggregator_free(a);
+  rm_aggregator_free(NULL);
+}
+
+static void test_record_and_snapshot(void) {
+  rm_aggregator *a = manual(16);
+  rm_series s, g, h;
+  EXPECT(rm_register(a, RM_COUNTER, "jobs:done", 9, NULL, 0, &s), RM_OK);
+  EXPECT(rm_register(a, RM_GAUGE, "queue:depth", 11, "items", 5, &g), RM_OK);
+  EXPECT(rm_register(a, RM_HISTOGRAM, "job:x:execution_time", 20, "seconds", 7, &h), RM_OK);
+  EXPECT(rm_record(a, s, 1.0), RM_OK);
+  EXPECT(rm_record(a, s, 2.5), RM_OK);
+  EXPECT(rm_record(a, g, 5.0), RM_OK);
+  EXPECT(rm_record(a, h, 0.5), RM_OK);
+  EXPECT(rm_aggregator_advance_time(a, 60 * NS), RM_OK);
+  EXPECT(rm_record(a, s, 4.0), RM_OK);
+  EXPECT(rm_record(a, g, 3.0), RM_OK);
+  EXPECT(rm_record(a, h, 1.5), RM_OK);
+  /* by key, not NUL-terminated: "jobs:done" inside a larger buffer */
+  const char keybuf[] = "jobs:doneXYZ";
+  EXPECT(rm_record_key(a, RM_COUNTER, keybuf, 9, "count", 5, 10.0), RM_OK);
+  EXPECT(rm_record_at(a, s, 100.0, (T0 - 120) * NS), RM_OK); /* late: its own minute */
+  EXPECT(rm_record_key_at(a, RM_COUNTER, "jobs:done", 9, NULL, 0, 1000.0, (T0 + 30) * NS), RM_OK);
+
+  rm_bucket b[8];
+  size_t n = 0;
+  EXPECT(rm_snapshot(a, s, RM_1MIN, 0, INT64_MAX / 2, b, 8, &n), RM_OK);
+  CHECK(n == 3);
+  CHECK(b[0].start == T0 - 120 && b[0].sum == 100.0);
+  CHECK(b[1].start == T0 && b[1].count == 3 && b[1].sum == 1003.5);
+  CHECK(b[2].start == T0 + 60 && b[2].count == 2 && b[2].sum == 14.0);
+  EXPECT(rm_snapshot(a, s, RM_1DAY, 0, INT64_MAX / 2, b, 8, &n), RM_OK);
+  /* T0 - 120 s falls on the previous day */
+  CHECK(n == 2 && b[0].count + b[1].count == 6 && b[0].sum + b[1].sum == 1117.5);
+  CHECK(b[1].min == 1.0 && b[1].max == 1000.0);
+  EXPECT(rm_snapshot(a, g, RM_5MIN, 0, INT64_MAX / 2, b, 8, &n), RM_OK);
+  CHECK(n == 1 && b[0].last == 3.0 && b[0].sampled_at == (T0 + 60) * NS);
+  EXPECT(rm_snapshot(a, h, RM_1HOUR, 0, INT64_MAX / 2, b, 8, &n), RM_OK);
+  CHECK(n == 1 && b[0].count == 2 && b[0].min == 0.5 && b[0].max == 1.5);
+  /* buffer too small: nothing copied, the needed size reported */
+  memset(b, 0, sizeof b);
+  EXPECT(rm_snapshot(a, s, RM_1MIN, 0, INT64_MAX / 2, b, 2, &n), RM_BUFFER_TOO_SMALL);
+  CHECK(n == 3 && b[0].start == 0);
+  EXPECT(rm_snapshot(a, s, RM_1MIN, 0, INT64_MAX / 2, NULL, 0, &n), RM_BUFFER_TOO_SMALL);
+  EXPECT(rm_snapshot(a, s, RM_1MIN, 0, INT64_MAX / 2, NULL, 4, &n), RM_NULL_POINTER);
+  EXPECT(rm_snapshot(a, s, 7, 0, 1, b, 8, &n), RM_INVALID_ARGUMENT);
+  EXPECT(rm_snapshot(NULL, s, RM_1MIN, 0, 1, b, 8, &n), RM_NULL_POINTER);
+  rm_aggregator_free(a);
+}
+
+static void test_refusals(void) {
+  rm_aggregator *a = manual(2);
+  rm_aggregator *other = manual(2);
+  rm_series s, t;
+  rm_drops d;
+  size_t count = 0;
+  EXPECT(rm_register(a, RM_COUNTER, "c", 1, NULL, 0, &s), RM_OK);
+  EXPECT(rm_record(a, s, NAN), RM_NON_FINITE_VALUE);
+  EXPECT(rm_record(a, s, INFINITY), RM_NON_FINITE_VALUE);
+  EXPECT(rm_record(a, s, -INFINITY), RM_NON_FINITE_VALUE);
+  EXPECT(rm_record_key(a, RM_COUNTER, "a\0b", 3, NULL, 0, 1.0), RM_INVALID_KEY);
+  EXPECT(rm_record_key(a, RM_COUNTER, "", 0, NULL, 0, 1.0), RM_INVALID_KEY);
+  char *big = malloc(1025);
+  memset(big, 'k', 1025);
+  EXPECT(rm_record_key(a, RM_COUNTER, big, 1025, NULL, 0, 1.0), RM_INVALID_KEY);
+  free(big);
+  EXPECT(rm_record_key(a, RM_COUNTER, "\xff\xfe", 2, NULL, 0, 1.0), RM_INVALID_UTF8);
+  EXPECT(rm_record_key(a, RM_COUNTER, "k", 1, "\xc3", 1, 1.0), RM_INVALID_UTF8);
+  EXPECT(rm_record_key(a, RM_COUNTER, "k", 1, "u\0", 2, 1.0), RM_INVALID_UNIT);
+  EXPECT(rm_record_key(a, RM_COUNTER, NULL, 5, NULL, 0, 1.0), RM_NULL_POINTER);
+  EXPECT(rm_record_key(a, 9, "k", 1, NULL, 0, 1.0), RM_INVALID_ARGUMENT);
+  EXPECT(rm_record_key(a, RM_GAUGE, "c", 1, NULL, 0, 1.0), RM_CONFLICT);
+  EXPECT(rm_record_key(a, RM_COUNTER, "c", 1, "bytes", 5, 1.0), RM_CONFLICT);
+  EXPECT(rm_record_key(a, RM_COUNTER, "d", 1, NULL, 0, 1.0), RM_OK);
+  EXPECT(rm_record_key(a, RM_COUNTER, "e", 1, NULL, 0, 1.0), RM_CAPACITY_EXHAUSTED);
+  EXPECT(rm_record(a, s, 1e308), RM_OK);
+  EXPECT(rm_record(a, s, 1e308), RM_OVERFLOW);
+  EXPECT(rm_record_at(a, s, 1.0, -1), RM_INVALID_TIMESTAMP);
+  EXPECT(rm_record_at(a, s, 1.0, (T0 + 3600) * NS), RM_INVALID_TIMESTAMP);
+  EXPECT(rm_record_at(a, s, 1.0, (T0 - 400 * 86400) * NS), RM_NOT_STORED);
+  EXPECT(rm_register(other, RM_COUNTER, "c", 1, NULL, 0, &t), RM_OK);
+  EXPECT(rm_record(a, t, 1.0), RM_UNKNOWN_SERIES); /* another aggregator's handle */
+  t.kind = 42;
+  EXPECT(rm_record(other, t, 1.0), RM_UNKNOWN_SERIES);
+  EXPECT(rm_record(NULL, s, 1.0), RM_NULL_POINTER);
+  EXPECT(rm_register(a, RM_COUNTER, "c", 1, NULL, 0, NULL), RM_NULL_POINTER);
+  EXPECT(rm_drops_read(a, &d, &count), RM_OK);
+  CHECK(count == 2);
+  CHECK(d.records[0] == 4); /* invalid keys (one not UTF-8) */
+  CHECK(d.records[1] == 2); /* invalid units (one not UTF-8) */
+  CHECK(d.records[2] == 3); /* non-finite */
+  CHECK(d.records[3] == 2); /* timestamps */
+  CHECK(d.records[4] == 2); /* conflicts */
+  CHECK(d.records[5] == 1); /* overflow */
+  CHECK(d.records[6] == 1); /* capacity */
+  CHECK(d.expired[0] == 1 && d.expired[3] == 1);
+  EXPECT(rm_drops_read(a, NULL, NULL), RM_NULL_POINTER);
+  rm_aggregator_free(a);
+  rm_aggregator_free(other);
+}
+
+struct shared {
+  rm_aggregator *a;
+  rm_series s;
+  int id;
+};
+
+static void *hammer(void *arg) {
+  struct shared *sh = arg;
+  char key[32];
+  int n = snprintf(key, sizeof key, "thread:%d", sh->id);
+  for (int i = 0; i < 50000; i++) {
+    if (rm_record(sh->a, sh->s, 1.0) != RM_OK) return (void *)1;
+    if (rm_record_key(sh->a, RM_COUNTER, key, (size_t)n, NULL, 0, 1.0) != RM_OK) return (void *)1;
+    if (i % 10000 == 0) rm_aggregator_advance_time(sh->a, 61 * NS);
+  }
+  return NULL;
+}
+
+static void test_threads(void) {
+  rm_aggregator *a = manual(64);
+  rm_series s;
+  EXPECT(rm_register(a, RM_HISTOGRAM, "shared", 6, NULL, 0, &s), RM_OK);
+  pthread_t th[4];
+  struct shared sh[4];
+  for (int i = 0; i < 4; i++) {
+    sh[i] = (struct shared){a, s, i};
+    CHECK(pthread_create(&th[i], NULL, hammer, &sh[i]) == 0);
+  }
+  for (int i = 0; i < 4; i++) {
+    void *ret = NULL;
+    pthread_join(th[i], &ret);
+    CHECK(ret == NULL);
+  }
+  rm_bucket b[64];
+  size_t n = 0;
+  EXPECT(rm_snapshot(a, s, RM_1DAY, 0, INT64_MAX / 2, b, 64, &n), RM_OK);
+  uint64_t total = 0;
+  for (size_t i = 0; i < n; i++) total += b[i].count;
+  CHECK(total == 200000);
+  for (int i = 0; i < 4; i++) {
+    char key[32];
+    int len = snprintf(key, sizeof key, "thread:%d", i);
+    rm_series t;
+    EXPECT(rm_register(a, RM_COUNTER, key, (size_t)len, NULL, 0, &t), RM_OK);
+    EXPECT(rm_snapshot(a, t, RM_1DAY, 0, INT64_MAX / 2, b, 64, &n), RM_OK);
+    double sum = 0;
+    for (size_t j = 0; j < n; j++) sum += b[j].sum;
+    CHECK(sum == 50000.0);
+  }
+  rm_aggregator_free(a);
+}
+
+static void test_syncer(const char *dsn) {
+  rm_aggregator *a = manual(16);
+  rm_syncer *sy = NULL;
+  rm_flush_report rep;
+  rm_sync_status st;
+  char buf[512];
+  size_t n = 0;
+  EXPECT(rm_syncer_start(a, NULL, NULL, NULL, 60, &sy), RM_NULL_POINTER);
+  EXPECT(rm_syncer_start(a, dsn, "c_abi_", "c-test", 0, &sy), RM_INVALID_CONFIG);
+  EXPECT(rm_syncer_start(a, "host=x password=hunter2 nonsense=1", NULL, NULL, 60, &sy), RM_INVALID_CONFIG);
+  CHECK(sy == NULL);
+  EXPECT(rm_last_error_detail(buf, sizeof buf, &n), RM_OK);
+  CHECK(strstr(buf, "hunter2") == NULL);
+  EXPECT(rm_syncer_start(a, dsn, "bad-prefix;", NULL, 60, &sy), RM_INVALID_CONFIG);
+  EXPECT(rm_syncer_start(a, dsn, "c_abi_", "c-test", 3600, &sy), RM_OK);
+  EXPECT(rm_record_key(a, RM_COUNTER, "c:jobs", 6, NULL, 0, 3.0), RM_OK);
+  EXPECT(rm_record_key(a, RM_HISTOGRAM, "c:time", 6, "seconds", 7, 2.0), RM_OK);
+  EXPECT(rm_syncer_flush(sy, 30, &rep), RM_OK);
+  CHECK(rep.rows_written == 8 && rep.definitions_created == 2);
+  EXPECT(rm_syncer_flush(sy, 30, NULL), RM_OK);
+  EXPECT(rm_syncer_status(sy, &st), RM_OK);
+  CHECK(st.running == 1 && st.flushes == 2 && st.failing == 0 && st.rows_written == 8);
+  EXPECT(rm_syncer_status(NULL, &st), RM_NULL_POINTER);
+
+  rm_read_result *res = NULL;
+  EXPECT(rm_read_metrics(dsn, "c_abi_", "c", NULL, RM_1MIN, T0, T0 + 60, &res), RM_OK);
+  CHECK(rm_read_result_len(res) == 2);
+  rm_read_series rs;
+  rm_read_point p;
+  EXPECT(rm_read_result_series(res, 0, &rs), RM_OK);
+  CHECK(rs.key_len == 6 && memcmp(rs.key, "c:jobs", 6) == 0 && rs.kind == RM_COUNTER && rs.points_len == 1);
+  EXPECT(rm_read_result_point(res, 0, 0, &p), RM_OK);
+  CHECK(p.start == T0 && p.value == 3.0);
+  EXPECT(rm_read_result_series(res, 1, &rs), RM_OK);
+  CHECK(rs.unit_len == 7 && memcmp(rs.unit, "seconds", 7) == 0);
+  EXPECT(rm_read_result_point(res, 1, 0, &p), RM_OK);
+  CHECK(p.count == 1 && p.value == 2.0);
+  EXPECT(rm_read_result_series(res, 2, &rs), RM_INVALID_ARGUMENT);
+  EXPECT(rm_read_result_point(res, 0, 5, &p), RM_INVALID_ARGUMENT);
+  rm_read_result_free(res);
+  rm_read_result_free(NULL);
+  CHECK(rm_read_result_len(NULL) == 0);
+  EXPECT(rm_read_metrics(dsn, "c_abi_", NULL, NULL, RM_1MIN, T0 + 1, T0 + 60, &res), RM_INVALID_CONFIG);
+
+  uint64_t removed = 0;
+  int64_t keep[4] = {3600, 86400, 604800, 7776000};
+  EXPECT(rm_cleanup(dsn, "c_abi_", keep, &removed), RM_OK);
+  CHECK(removed == 8); /* 2026-01-01 is long past every retention */
+  EXPECT(rm_cleanup(dsn, "c_abi_", NULL, &removed), RM_NULL_POINTER);
+
+  EXPECT(rm_syncer_stop(sy, 30, &rep), RM_OK);
+  EXPECT(rm_syncer_stop(sy, 30, &rep), RM_OK);
+  EXPECT(rm_syncer_flush(sy, 30, &rep), RM_STOPPED);
+  rm_syncer_free(sy);
+  rm_syncer_free(NULL);
+
+  /* A server that refuses: the error never shows the password. */
+  EXPECT(rm_syncer_start(a, "host=127.0.0.1 port=1 user=x password=hunter2 connect_timeout=2", NULL, NULL, 3600, &sy),
+         RM_OK);
+  EXPECT(rm_syncer_flush(sy, 30, NULL), RM_DATABASE);
+  EXPECT(rm_last_error_detail(buf, sizeof buf, &n), RM_OK);
+  CHECK(n > 0 && strstr(buf, "hunter2") == NULL);
+  EXPECT(rm_syncer_status(sy, &st), RM_OK);
+  CHECK(st.failing == 1 && st.failures == 1);
+  rm_syncer_free(sy);
+  rm_aggregator_free(a);
+}
+
+int main(int argc, char **argv) {
+  if (argc < 2) {
+    fprintf(stderr, "usage: %s DSN\n", argv[0]);
+    return 2;
+  }
+  test_messages();
+  test_config_and_lifecycle();
+  test_record_and_snapshot();
+  test_refusals();
+  test_threads();
+  test_syncer(argv[1]);
+  printf("C tests: %d passed, %d failed\n", passed, failed);
+  return failed == 0 ? 0 : 1;
+}

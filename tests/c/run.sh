@@ -39,8 +39,8 @@ export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 
 psql_drop() {
-  psql "$RINGMETRICS_DSN" -qAt -c "SELECT format('DROP TABLE IF EXISTS %I CASCADE', tablename) FROM pg_tables
-      WHERE schemaname = 'public' AND starts_with(tablename, '$1')" | psql "$RINGMETRICS_DSN" -q >/dev/null
+  psql "$RINGMETRICS_DSN" -qAt -c "SELECT format('DROP TABLE IF EXISTS %I CASCADE;', tablename) FROM pg_tables
+      WHERE schemaname = 'public' AND starts_with(tablename, '$1')" | psql "$RINGMETRICS_DSN" -q -v ON_ERROR_STOP=1 >/dev/null 2>&1
 }
 
 cc -std=c11 -Wall -Wextra -Wpedantic -Werror $san -I include tests/c/test_abi.c $libs -o "$out/test_abi"

@@ -22,8 +22,9 @@ pub struct SyncerConfig {
     pub session_id: uuid::Uuid,
     /// How often to write changed chunks. Default 60 s.
     pub interval: Duration,
-    /// After a failure, retries wait `interval`, then twice that, and so on,
-    /// capped here. Default 300 s.
+    /// After failures, retries back off exponentially: the first retry
+    /// waits `min(interval, 1 s)`, each further failure doubles the wait, up
+    /// to this cap. A success goes back to `interval`. Default 300 s.
     pub max_backoff: Duration,
     /// Create Chancy's tables when missing. Default true.
     pub create_schema: bool,
@@ -69,6 +70,9 @@ impl SyncerConfig {
         validate_prefix(&self.prefix)?;
         if self.interval.is_zero() {
             return Err(SyncError::InvalidConfig("interval must be positive".into()));
+        }
+        if self.max_backoff.is_zero() {
+            return Err(SyncError::InvalidConfig("max_backoff must be positive".into()));
         }
         pg_config(&self.dsn)
     }

@@ -8,6 +8,7 @@
 //!   counts). [`SyncStatus`] reports progress and failures.
 //! - [`cleanup`]: Chancy's `cleanup()` (expired chunks, then orphan keys).
 //! - [`read_metrics`]: Chancy's merge of every worker's rows, from Rust or C.
+//! - [`schema_sql`]: Chancy's DDL for a prefix, as the syncer creates it.
 //! - [`SyncError`]: what went wrong; never contains the DSN's password.
 #![warn(missing_docs, unsafe_op_in_unsafe_fn)]
 
@@ -21,4 +22,5 @@ mod writer;
 pub use config::SyncerConfig;
 pub use error::SyncError;
 pub use read::{ReadPoint, ReadQuery, ReadSeries, cleanup, read_metrics};
+pub use schema::schema_sql;
 pub use thread::{FlushReport, SyncStatus, Syncer};

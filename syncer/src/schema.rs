@@ -60,6 +60,14 @@ pub(crate) fn ensure(client: &mut Client, prefix: &str, create: bool, secret: Op
     tx.commit().map_err(err)
 }
 
+/// Chancy 0.26's DDL for `prefix` (chancy/migrate.py's version table and
+/// metrics/migrations/v2.py), plus the `('metrics', 2)` version row: what
+/// the syncer runs when the tables are missing. Fails on a bad prefix.
+pub fn schema_sql(prefix: &str) -> Result<String, SyncError> {
+    crate::config::validate_prefix(prefix)?;
+    Ok(create_sql(prefix))
+}
+
 /// Exactly Chancy's DDL (chancy/migrate.py and metrics/migrations/v2.py).
 pub(crate) fn create_sql(prefix: &str) -> String {
     let versions = ident(prefix, "schema_version");

@@ -96,9 +96,17 @@ impl Syncer {
         let handle = std::thread::Builder::new()
             .name("ringmetrics-syncer".into())
             .spawn(move || {
-                let mut state = State::new(aggregator, config, pg, thread_status.clone());
+                // Marks the syncer stopped however the thread ends, panics
+                // included.
+                struct Running(Arc<Mutex<SyncStatus>>);
+                impl Drop for Running {
+                    fn drop(&mut self) {
+                        self.0.lock().running = false;
+                    }
+                }
+                let _running = Running(thread_status.clone());
+                let mut state = State::new(aggregator, config, pg, thread_status);
                 state.run(rx);
-                thread_status.lock().running = false;
             })
             .map_err(|e| SyncError::InvalidConfig(format!("cannot start the syncer thread: {e}")))?;
         Ok(Syncer {
@@ -151,12 +159,12 @@ impl Syncer {
     fn shutdown(&mut self, timeout: Duration) -> Result<FlushReport, SyncError> {
         let result = self.ask(Command::Shutdown, timeout);
         self.commands = None;
-        if let Some(handle) = self.handle.take() {
-            if result.is_ok() || handle.is_finished() {
-                // The thread only has cleanup left; a panic there is already
-                // reported in the status, so it is not re-raised.
-                let _ = handle.join();
-            }
+        if let Some(handle) = self.handle.take()
+            && (result.is_ok() || handle.is_finished())
+        {
+            // The thread only has cleanup left; a panic there is already
+            // reported in the status, so it is not re-raised.
+            let _ = handle.join();
         }
         result
     }
@@ -192,6 +200,17 @@ pub(crate) fn connect_bounded(pg: &postgres::Config, secret: Option<&str>) -> Re
     }
 }
 
+/// How long to wait before the next flush after `failures` failed flushes
+/// in a row: `interval` when none, else `min(interval, 1 s)` doubled per
+/// further failure, capped at `max_backoff`.
+pub(crate) fn backoff(interval: Duration, max_backoff: Duration, failures: u32) -> Duration {
+    if failures == 0 {
+        return interval;
+    }
+    let base = interval.min(Duration::from_secs(1));
+    base.saturating_mul(1u32 << (failures - 1).min(30)).min(max_backoff)
+}
+
 /// Everything the thread owns.
 struct State {
     config: SyncerConfig,
@@ -225,8 +244,11 @@ impl State {
         }
     }
 
+    /// Flush every `interval`; after `k` failures in a row, retry after
+    /// `min(interval, 1 s) * 2^(k-1)`, capped at `max_backoff`.
     fn run(&mut self, commands: Receiver<Command>) {
         let mut delay = self.config.interval;
+        let mut failures = 0u32;
         loop {
             let tick = after(delay);
             select! {
@@ -245,10 +267,11 @@ impl State {
                     }
                 },
                 recv(tick) -> _ => {
-                    delay = match self.flush() {
-                        Ok(_) => self.config.interval,
-                        Err(_) => (delay * 2).min(self.config.max_backoff).max(Duration::from_millis(100)),
+                    failures = match self.flush() {
+                        Ok(_) => 0,
+                        Err(_) => failures.saturating_add(1),
                     };
+                    delay = backoff(self.config.interval, self.config.max_backoff, failures);
                 }
             }
         }
@@ -308,5 +331,25 @@ impl State {
             }
         }
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_starts_small_doubles_and_caps() {
+        let (i, max) = (Duration::from_secs(60), Duration::from_secs(300));
+        assert_eq!(backoff(i, max, 0), i);
+        assert_eq!(backoff(i, max, 1), Duration::from_secs(1));
+        assert_eq!(backoff(i, max, 2), Duration::from_secs(2));
+        assert_eq!(backoff(i, max, 9), Duration::from_secs(256));
+        assert_eq!(backoff(i, max, 10), max);
+        assert_eq!(backoff(i, max, u32::MAX), max);
+        let fast = Duration::from_millis(200);
+        assert_eq!(backoff(fast, max, 1), fast);
+        assert_eq!(backoff(fast, max, 3), Duration::from_millis(800));
     }
 }

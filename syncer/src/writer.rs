@@ -42,6 +42,9 @@ pub(crate) struct Writer {
     fail_after_commit: Arc<AtomicU32>,
     /// Per series id: the version whose data is saved.
     saved: Vec<Option<SeriesVersion>>,
+    /// Per series id: its key was in the catalog at the last commit, so a
+    /// flush can skip inserting it.
+    known: Vec<bool>,
     /// What this session last wrote per (series, resolution, chunk start):
     /// the row in the database, bucket for bucket. Lets a small ring that
     /// already dropped a chunk's early buckets rewrite the chunk without
@@ -71,6 +74,7 @@ impl Writer {
             secret,
             fail_after_commit,
             saved: Vec::new(),
+            known: Vec::new(),
             written: HashMap::new(),
             dropped: HashSet::new(),
             scratch: SeriesData::default(),
@@ -84,6 +88,7 @@ impl Writer {
         self.pending.clear();
         let n = self.agg.len();
         self.saved.resize(n, None);
+        self.known.resize(n, false);
         for id in 0..n as u32 {
             if self.dropped.contains(&id) {
                 continue;
@@ -178,30 +183,46 @@ impl Writer {
             units.push(info.unit.to_owned());
         }
         let mut tx = client.transaction().map_err(err)?;
-        report.definitions_created += tx
-            .execute(
-                &format!(
-                    "INSERT INTO {definitions} (key, metric_type, unit)
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) ORDER BY 1
-                     ON CONFLICT (key) DO NOTHING"
-                ),
-                &[&keys, &types, &units],
-            )
-            .map_err(err)?;
-        let stored = tx
-            .query(
-                &format!(
-                    "SELECT id, key, metric_type, unit FROM {definitions}
-                     WHERE key = ANY($1) ORDER BY id FOR KEY SHARE"
-                ),
-                &[&keys],
-            )
-            .map_err(err)?;
-        if stored.len() != keys.len() {
-            return Err(SyncError::Database(
-                "the metric catalog changed during the flush; retrying".into(),
-            ));
-        }
+        // Definitions: insert only when some key of the batch has never been
+        // seen in the catalog (an insert of existing keys still burns a
+        // sequence value per key), then lock them all FOR KEY SHARE so a
+        // concurrent cleanup cannot delete one under the rows. A known key
+        // deleted since (by cleanup) is found missing and inserted again.
+        let mut insert = with_rows.iter().any(|p| !self.known[p.id as usize]);
+        let stored = loop {
+            if insert {
+                report.definitions_created += tx
+                    .execute(
+                        &format!(
+                            "INSERT INTO {definitions} (key, metric_type, unit)
+                             SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS i(key, metric_type, unit)
+                             WHERE NOT EXISTS (SELECT 1 FROM {definitions} d WHERE d.key = i.key)
+                             ORDER BY 1
+                             ON CONFLICT (key) DO NOTHING"
+                        ),
+                        &[&keys, &types, &units],
+                    )
+                    .map_err(err)?;
+            }
+            let stored = tx
+                .query(
+                    &format!(
+                        "SELECT id, key, metric_type, unit FROM {definitions}
+                         WHERE key = ANY($1) ORDER BY id FOR KEY SHARE"
+                    ),
+                    &[&keys],
+                )
+                .map_err(err)?;
+            if stored.len() == keys.len() {
+                break stored;
+            }
+            if insert {
+                return Err(SyncError::Database(
+                    "the metric catalog changed during the flush; retrying".into(),
+                ));
+            }
+            insert = true;
+        };
         let mut ids: HashMap<String, (i64, String, String)> = HashMap::with_capacity(stored.len());
         for row in stored {
             ids.insert(row.get(1), (row.get(0), row.get(2), row.get(3)));
@@ -311,6 +332,7 @@ impl Writer {
             }
             self.saved[p.id as usize] = Some(p.version);
             if !p.rows.is_empty() {
+                self.known[p.id as usize] = true;
                 report.series_written += 1;
             }
             for row in &p.rows {

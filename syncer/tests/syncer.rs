@@ -266,6 +266,7 @@ fn server_restart_during_recording() {
             .and_then(|mut d| d.next())
             .map(|e| e.unwrap().path().join("bin/pg_ctl"))
             .unwrap_or_else(|| "pg_ctl".into());
+        // SAFETY: getuid has no preconditions and cannot fail.
         let mut cmd = if unsafe { libc::getuid() } == 0 {
             let mut c = std::process::Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(bin);

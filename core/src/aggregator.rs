@@ -159,6 +159,13 @@ impl Aggregator {
         self.registry.lookup(key)
     }
 
+    /// The series registered under `key` given as bytes (for bindings that
+    /// receive unvalidated bytes: a match needs no UTF-8 check).
+    #[inline]
+    pub fn lookup_bytes(&self, key: &[u8]) -> Option<SeriesInfo<'_>> {
+        self.registry.lookup_bytes(key)
+    }
+
     /// Key, unit and kind of a series id.
     pub fn info(&self, id: u32) -> Option<SeriesInfo<'_>> {
         self.registry.info(id)

@@ -80,7 +80,7 @@ impl Registry {
     }
 
     #[inline]
-    fn hash(&self, key: &str) -> u64 {
+    fn hash(&self, key: &[u8]) -> u64 {
         self.hasher.hash_one(key)
     }
 
@@ -125,13 +125,20 @@ impl Registry {
     /// Find a key without locking.
     #[inline]
     pub(crate) fn lookup(&self, key: &str) -> Option<SeriesInfo<'_>> {
+        self.lookup_bytes(key.as_bytes())
+    }
+
+    /// Find a key given as bytes (no UTF-8 check needed: only valid keys
+    /// are ever registered, so a match is valid UTF-8).
+    #[inline]
+    pub(crate) fn lookup_bytes(&self, key: &[u8]) -> Option<SeriesInfo<'_>> {
         self.find(key, self.hash(key)).map(|(_, info)| info).ok()
     }
 
     /// `Ok(info)` if found, else `Err(index of the empty entry that ends the
     /// probe)`.
     #[inline]
-    fn find(&self, key: &str, hash: u64) -> Result<(usize, SeriesInfo<'_>), usize> {
+    fn find(&self, key: &[u8], hash: u64) -> Result<(usize, SeriesInfo<'_>), usize> {
         let tag = hash >> 32;
         let mut i = hash as usize & self.mask;
         loop {
@@ -145,7 +152,7 @@ impl Registry {
                 let off = (m & 0xFFFF_FFFF) as usize;
                 let klen = ((m >> 32) & 0x7FF) as usize;
                 // SAFETY: the entry was acquired, so id and bytes are published.
-                if klen == key.len() && unsafe { self.bytes(off, klen) } == key.as_bytes() {
+                if klen == key.len() && unsafe { self.bytes(off, klen) } == key {
                     let ulen = ((m >> 43) & 0x1FF) as usize;
                     // SAFETY: as above; the bytes came from `&str`s.
                     let (key, unit) = unsafe {
@@ -172,12 +179,12 @@ impl Registry {
     /// Find or add a key. `Err` when the existing entry has another kind or
     /// unit, or capacity is exhausted. Key and unit must be valid.
     pub(crate) fn get_or_register(&self, key: &str, kind: Kind, unit: &str) -> Result<SeriesInfo<'_>, Error> {
-        let hash = self.hash(key);
-        let info = match self.find(key, hash) {
+        let hash = self.hash(key.as_bytes());
+        let info = match self.find(key.as_bytes(), hash) {
             Ok((_, info)) => info,
             Err(_) => {
                 let mut used = self.writer.lock();
-                match self.find(key, hash) {
+                match self.find(key.as_bytes(), hash) {
                     Ok((_, info)) => info,
                     Err(slot) => self.insert(&mut used, slot, hash, key, kind, unit)?,
                 }

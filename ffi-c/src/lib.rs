@@ -433,6 +433,16 @@ fn text<'a>(ptr: *const c_char, len: usize) -> Result<&'a str, rm_result> {
     })
 }
 
+/// Raw bytes from pointer + length (`None` for NULL with a length).
+#[inline]
+fn bytes<'a>(ptr: *const c_char, len: usize) -> Option<&'a [u8]> {
+    if ptr.is_null() {
+        return (len == 0).then_some(&[]);
+    }
+    // SAFETY: the caller promises `len` readable bytes at `ptr`.
+    Some(unsafe { std::slice::from_raw_parts(ptr as *const u8, len) })
+}
+
 /// A NUL-terminated `&str`; NULL gives `None`.
 fn cstr<'a>(ptr: *const c_char) -> Result<Option<&'a str>, rm_result> {
     if ptr.is_null() {
@@ -570,6 +580,27 @@ fn record_key(
     let Some(kind) = crate::kind(kind) else {
         return RM_INVALID_ARGUMENT;
     };
+    // Fast path: a registered key matched as bytes needs no UTF-8 check.
+    if let (Some(k), Some(u)) = (bytes(key, key_len), bytes(unit, unit_len)) {
+        if let Some(info) = a.agg.lookup_bytes(k) {
+            let unit_matches = if u.is_empty() {
+                info.unit == kind.default_unit()
+            } else {
+                info.unit.as_bytes() == u
+            };
+            if info.kind == kind && unit_matches {
+                let s = a.agg.series(info.id).expect("registered");
+                let r = match at {
+                    None => a.agg.record(s, value),
+                    Some(at) => a.agg.record_at(s, value, at),
+                };
+                return match r {
+                    Ok(()) => RM_OK,
+                    Err(e) => core_error(e),
+                };
+            }
+        }
+    }
     let key = match text(key, key_len) {
         Ok(k) => k,
         Err(e) => return refused(a, e, DropReason::InvalidKey),

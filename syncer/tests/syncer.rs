@@ -187,7 +187,8 @@ fn killed_connection_and_unknown_commit_never_lose_or_double() {
         prefix: p.0.clone(),
         worker_id: "w".into(),
         interval: Duration::from_secs(3600),
-        ..SyncerConfig::new(dsn())
+        // Its own name, so killing it spares the other tests' syncers.
+        ..SyncerConfig::new(format!("{} application_name=ringmetrics-faults-test", dsn()))
     };
     let fail = config.fail_after_commit.clone();
     let s = Syncer::start(agg.clone(), config).unwrap();
@@ -202,7 +203,7 @@ fn killed_connection_and_unknown_commit_never_lose_or_double() {
                 // Kill the syncer's backend between flushes.
                 client()
                     .execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'ringmetrics-syncer'",
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'ringmetrics-faults-test'",
                         &[],
                     )
                     .unwrap();
@@ -232,25 +233,19 @@ fn killed_connection_and_unknown_commit_never_lose_or_double() {
 
 #[test]
 fn server_restart_during_recording() {
-    // Uses the cluster the test command started (RINGMETRICS_PG_DIR), whose
-    // port survives a restart. Without it, this test starts its own.
-    let (dir, dsn, own) = match std::env::var("RINGMETRICS_PG_DIR") {
-        Ok(d) if !d.is_empty() && std::env::var("RINGMETRICS_DSN").is_ok() => (d, dsn(), false),
-        _ => {
-            let d = std::env::temp_dir().join(format!("ringmetrics-restart-{}", std::process::id()));
-            let out = std::process::Command::new(common::root().join("scripts/pg-throwaway.sh"))
-                .arg("start")
-                .arg(&d)
-                .output()
-                .unwrap();
-            assert!(out.status.success());
-            (
-                d.to_string_lossy().into_owned(),
-                String::from_utf8(out.stdout).unwrap().trim().to_owned(),
-                true,
-            )
-        }
+    // A private cluster: restarting the shared one would cut the other
+    // tests' connections (tests run in parallel). The port survives restarts.
+    let (dir, dsn) = {
+        let d = std::env::temp_dir().join(format!("ringmetrics-restart-{}", std::process::id()));
+        let out = std::process::Command::new(common::root().join("scripts/pg-throwaway.sh"))
+            .arg("start")
+            .arg(&d)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        (d.to_string_lossy().into_owned(), String::from_utf8(out.stdout).unwrap().trim().to_owned())
     };
+    let own = true;
     let p = format!("t{}_restart_", std::process::id());
     let (agg, clock) = setup(Config::default().persisted(), T0);
     let config = SyncerConfig {

@@ -1,8 +1,6 @@
 //! What the syncer needs to know.
 
 use std::str::FromStr;
-use std::sync::Arc;
-use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use crate::error::SyncError;
@@ -28,11 +26,6 @@ pub struct SyncerConfig {
     pub max_backoff: Duration,
     /// Create Chancy's tables when missing. Default true.
     pub create_schema: bool,
-    /// Test hook: while positive, each successful commit is reported as a
-    /// failure with an unknown outcome (and decrements it), to prove retries
-    /// never double count.
-    #[doc(hidden)]
-    pub fail_after_commit: Arc<AtomicU32>,
 }
 
 impl std::fmt::Debug for SyncerConfig {
@@ -60,7 +53,6 @@ impl SyncerConfig {
             interval: Duration::from_secs(60),
             max_backoff: Duration::from_secs(300),
             create_schema: true,
-            fail_after_commit: Arc::default(),
         }
     }
 

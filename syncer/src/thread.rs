@@ -231,7 +231,6 @@ impl State {
             config.worker_id.clone(),
             config.session_id,
             secret.clone(),
-            config.fail_after_commit.clone(),
         );
         State {
             config,

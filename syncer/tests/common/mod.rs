@@ -3,10 +3,12 @@
 //! Python interpreter with Chancy for interop checks.
 #![allow(dead_code)]
 
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use postgres::{Client, NoTls};
 
@@ -120,10 +122,16 @@ pub fn python() -> String {
 /// Run a Python script with `DSN` and `PREFIX` in its environment; returns
 /// stdout, panics with stderr on failure.
 pub fn run_python(script: &str, prefix: &str) -> String {
+    run_python_env(script, prefix, &[])
+}
+
+/// [`run_python`] with more environment variables.
+pub fn run_python_env(script: &str, prefix: &str, env: &[(&str, &str)]) -> String {
     let out = Command::new(python())
         .args(["-c", script])
         .env("DSN", dsn())
         .env("PREFIX", prefix)
+        .envs(env.iter().copied())
         .output()
         .expect("run python");
     assert!(
@@ -138,5 +146,126 @@ pub fn run_python(script: &str, prefix: &str) -> String {
 impl std::fmt::Display for Prefix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// A TCP proxy in front of the test server that, when armed, forwards a
+/// `COMMIT` to the server and then cuts the client's connection before the
+/// server's answer reaches it: the commit happens, the client can't know.
+pub struct CommitCutter {
+    /// A DSN that goes through the proxy.
+    pub dsn: String,
+    armed: Arc<AtomicU32>,
+    fired: Arc<AtomicU32>,
+}
+
+impl CommitCutter {
+    /// Cut the connection after the next `n` COMMITs.
+    pub fn arm(&self, n: u32) {
+        self.armed.store(n, Ordering::SeqCst);
+    }
+
+    /// Connections cut so far.
+    pub fn fired(&self) -> u32 {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+pub fn commit_cutter() -> CommitCutter {
+    let upstream: postgres::Config = dsn().parse().unwrap();
+    let host = match &upstream.get_hosts()[0] {
+        postgres::config::Host::Tcp(h) => h.clone(),
+        #[allow(unreachable_patterns)]
+        _ => "127.0.0.1".into(),
+    };
+    let port = upstream.get_ports().first().copied().unwrap_or(5432);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut proxied = format!(
+        "host=127.0.0.1 port={} user={} dbname={}",
+        listener.local_addr().unwrap().port(),
+        upstream.get_user().unwrap_or("postgres"),
+        upstream.get_dbname().unwrap_or("postgres")
+    );
+    if let Some(p) = upstream.get_password() {
+        proxied.push_str(&format!(" password={}", String::from_utf8_lossy(p)));
+    }
+    let armed = Arc::new(AtomicU32::new(0));
+    let fired = Arc::new(AtomicU32::new(0));
+    let (a, f) = (armed.clone(), fired.clone());
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { return };
+            let Ok(server) = TcpStream::connect((host.as_str(), port)) else {
+                continue;
+            };
+            let cut = Arc::new(AtomicBool::new(false));
+            let (c2, s2, cut2, f2) = (
+                client.try_clone().unwrap(),
+                server.try_clone().unwrap(),
+                cut.clone(),
+                f.clone(),
+            );
+            // Server to client: once a cut COMMIT is on its way, swallow the
+            // answer and hang up on the client.
+            std::thread::spawn(move || {
+                let (mut from, mut to) = (s2, c2);
+                let mut buf = [0u8; 16384];
+                loop {
+                    let n = match from.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if cut2.load(Ordering::SeqCst) {
+                        f2.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                    if to.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                }
+                let _ = to.shutdown(Shutdown::Both);
+                let _ = from.shutdown(Shutdown::Both);
+            });
+            let a = a.clone();
+            // Client to server, message by message.
+            std::thread::spawn(move || {
+                let (mut from, mut to) = (client, server);
+                let mut startup = true;
+                loop {
+                    let mut head = vec![0u8; if startup { 4 } else { 5 }];
+                    if from.read_exact(&mut head).is_err() {
+                        break;
+                    }
+                    let len_at = head.len() - 4;
+                    let len = u32::from_be_bytes(head[len_at..].try_into().unwrap()) as usize;
+                    let mut body = vec![0u8; len.saturating_sub(4)];
+                    if from.read_exact(&mut body).is_err() {
+                        break;
+                    }
+                    if startup {
+                        // SSL / GSS requests come before the real startup.
+                        let code = body.get(..4).map(|c| u32::from_be_bytes(c.try_into().unwrap()));
+                        startup = matches!(code, Some(80877103 | 80877104));
+                    } else if head[0] == b'Q'
+                        && body.len() >= 6
+                        && body[..6].eq_ignore_ascii_case(b"COMMIT")
+                        && a.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok()
+                    {
+                        cut.store(true, Ordering::SeqCst);
+                    }
+                    if to.write_all(&head).is_err() || to.write_all(&body).is_err() {
+                        break;
+                    }
+                }
+                let _ = to.shutdown(Shutdown::Both);
+                let _ = from.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    CommitCutter {
+        dsn: proxied,
+        armed,
+        fired,
     }
 }

@@ -243,8 +243,9 @@ fn now_secs() -> i64 {
 }
 
 fn main() {
-    // `cargo test --benches` / `cargo bench -- --list` probes: do nothing.
-    if std::env::args().any(|a| a == "--list" || a == "--test") {
+    // Only `cargo bench` (which passes `--bench`) runs it: `cargo test
+    // --all-targets` and `--list` probes must not hit the database.
+    if !std::env::args().any(|a| a == "--bench") || std::env::args().any(|a| a == "--list") {
         return;
     }
     let dsn = env_or(

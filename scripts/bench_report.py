@@ -1,0 +1,98 @@
+"""Write BENCHMARKS.md from the outputs of scripts/bench-all.sh (argv[1])."""
+
+import glob
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import datetime
+
+out = pathlib.Path(sys.argv[1])
+root = pathlib.Path(__file__).resolve().parents[1]
+
+
+def sh(cmd):
+    try:
+        return subprocess.check_output(cmd, shell=True, text=True).strip()
+    except Exception:
+        return "?"
+
+
+def criterion():
+    res = {}
+    for bench in glob.glob(str(root / "target/criterion/**/new/benchmark.json"), recursive=True):
+        meta = json.load(open(bench))
+        est = json.load(open(pathlib.Path(bench).with_name("estimates.json")))
+        res[(meta["group_id"], meta["function_id"])] = (est["median"]["point_estimate"], meta.get("throughput"))
+    return res
+
+
+c = criterion()
+model = sh("lscpu | sed -n 's/^Model name:[ \\t]*//p'")
+mem = sh("free -g | awk '/Mem:/ {print $2}'")
+print("# Benchmarks\n")
+print(f"Rewritten by `scripts/bench-all.sh` on {datetime.date.today()}: every comparison below ran side by side in that one run.")
+print(f"Machine: {model}, {os.cpu_count()} cores, {mem} GiB RAM, {platform.system()} {platform.release()}; {sh('rustc --version')}.")
+print("These machines are shared and noisy: compare ratios within a table, not absolute numbers across runs.\n")
+
+print("## Core: record (single thread)\n")
+print("`cargo bench -p ringmetrics-benches --bench record` (criterion, medians).\n")
+floor = c.get(("record", "floor: relaxed fetch_add"), (None,))[0]
+print("| what | median | vs floor | goal |")
+print("|---|---:|---:|---|")
+goals = {
+    "ringmetrics: counter by handle": "<= 10 ns",
+    "ringmetrics: counter by existing key": "<= 40 ns",
+}
+for (group, name), (ns, _) in sorted(c.items()):
+    if group != "record":
+        continue
+    ratio = f"{ns / floor:.1f}x" if floor else ""
+    print(f"| {name} | {ns:.1f} ns | {ratio} | {goals.get(name, '')} |")
+ours = c.get(("record", "ringmetrics: counter by existing key"), (None,))[0]
+mutex = c.get(("record", "peer: Mutex<HashMap> by key"), (None,))[0]
+if ours and mutex:
+    print(f"\nBy key, ringmetrics is {mutex / ours:.1f}x faster than the `Mutex<HashMap>` aggregator. The `metrics` crate's")
+    print("counter is a single `fetch_add` on a handle: it keeps one total, no time buckets, no min/max, no resolutions.\n")
+
+print("## Core: two threads\n")
+print("`cargo bench -p ringmetrics-benches --bench threads` (throughput of 1M records per thread).\n")
+one = c.get(("record_threads", "1 thread"), (None,))[0]
+print("| what | time per batch | records/s | vs 1 thread | goal |")
+print("|---|---:|---:|---:|---|")
+for name, n, goal in (("1 thread", 1, ""), ("2 threads, distinct series", 2, ">= 1.7x"), ("2 threads, same series", 2, "no collapse below 1x")):
+    v = c.get(("record_threads", name))
+    if not v:
+        continue
+    ns = v[0]
+    rate = n * 1_000_000 / (ns / 1e9)
+    ratio = f"{rate / (1_000_000 / (one / 1e9)):.2f}x" if one else ""
+    print(f"| {name} | {ns / 1e6:.1f} ms | {rate / 1e6:.1f} M | {ratio} | {goal} |")
+
+print("\n## Core: snapshot\n")
+print("| what | median |")
+print("|---|---:|")
+for (group, name), (ns, _) in sorted(c.items()):
+    if group == "snapshot":
+        print(f"| {name} | {ns / 1000:.2f} µs |")
+
+print("\n## Memory\n")
+print("`cargo bench -p ringmetrics-benches --bench memory`: 10,240-series capacity, 10,000 histogram series recorded once a")
+print("minute for two simulated hours. Reserved memory is allocated zeroed, so pages of unused series are never touched.\n")
+print((out / "memory.md").read_text())
+
+print("## C ABI\n")
+print("`tests/c/bench.sh`: the same loop from C through the ABI (static library, `-O2`) and from Rust, medians of 7 x 5M calls.\n")
+print((out / "c.md").read_text())
+
+print("## Python\n")
+print("`.venv/bin/python python/benches/bench_record.py`: medians of 7 repeats; native rows subtract the empty loop.")
+print("The plugin rows include creating and awaiting a coroutine (the empty `await` row is that floor).\n")
+print((out / "python.md").read_text())
+
+print("## Flush\n")
+print("`cargo bench -p ringmetrics-postgres --bench flush`: the same database for all three; the floor is the same upsert")
+print("generated inside PostgreSQL by one `INSERT ... SELECT`; WAL bytes from `pg_current_wal_lsn()` differences.\n")
+print((out / "flush.md").read_text())

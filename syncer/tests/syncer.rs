@@ -73,7 +73,8 @@ fn round_trip_rows_are_chancys() {
                         m.counts IS NULL, m.totals IS NULL, m.minimums IS NULL, m.maximums IS NULL,
                         m.gauges IS NULL, cardinality(m.sampled_at),
                         m.totals::text, m.gauges::text, m.counts::text, m.minimums::text, m.maximums::text,
-                        array(SELECT extract(epoch FROM b)::int8 FROM unnest(m.buckets) b)
+                        array(SELECT extract(epoch FROM b)::int8 FROM unnest(m.buckets) b),
+                        array(SELECT (extract(epoch FROM x) * 1000000)::int8 FROM unnest(m.sampled_at) x)
                  FROM \"{p}metrics\" m JOIN \"{p}metric_definitions\" d ON d.id = m.metric_id
                  WHERE m.resolution = 60 ORDER BY d.key"
             ),
@@ -89,6 +90,11 @@ fn round_trip_rows_are_chancys() {
         assert_eq!(r.get::<_, i32>(7), 2, "two minute buckets for {key}");
         assert_eq!(r.get::<_, i32>(13), 2);
         assert_eq!(r.get::<_, Vec<i64>>(19), vec![T0, T0 + 60]);
+        assert_eq!(
+            r.get::<_, Vec<i64>>(20),
+            vec![(T0 + 5) * 1_000_000, (T0 + 65) * 1_000_000],
+            "sampled_at of {key}"
+        );
         let nulls: (bool, bool, bool, bool, bool) = (r.get(8), r.get(9), r.get(10), r.get(11), r.get(12));
         match key.as_str() {
             "jobs:done" => {

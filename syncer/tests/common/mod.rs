@@ -205,21 +205,27 @@ pub fn commit_cutter() -> CommitCutter {
                 cut.clone(),
                 f.clone(),
             );
-            // Server to client: once a cut COMMIT is on its way, swallow the
-            // answer and hang up on the client.
+            // Server to client, message by message (NoTls sends no SSL
+            // request, so every server message is framed): once a cut COMMIT
+            // was sent, swallow its CommandComplete (sent only after the
+            // commit is durable and visible) and hang up on the client.
             std::thread::spawn(move || {
                 let (mut from, mut to) = (s2, c2);
-                let mut buf = [0u8; 16384];
                 loop {
-                    let n = match from.read(&mut buf) {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    if cut2.load(Ordering::SeqCst) {
+                    let mut head = [0u8; 5];
+                    if from.read_exact(&mut head).is_err() {
+                        break;
+                    }
+                    let len = u32::from_be_bytes(head[1..].try_into().unwrap()) as usize;
+                    let mut body = vec![0u8; len.saturating_sub(4)];
+                    if from.read_exact(&mut body).is_err() {
+                        break;
+                    }
+                    if cut2.load(Ordering::SeqCst) && head[0] == b'C' && body.starts_with(b"COMMIT") {
                         f2.fetch_add(1, Ordering::SeqCst);
                         break;
                     }
-                    if to.write_all(&buf[..n]).is_err() {
+                    if to.write_all(&head).is_err() || to.write_all(&body).is_err() {
                         break;
                     }
                 }

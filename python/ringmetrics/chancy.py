@@ -93,6 +93,17 @@ class Metrics(_ChancyMetrics):
         self._sessions: dict[Any, _Session] = {}
         self._failures_seen = 0
 
+    @staticmethod
+    def matches_prefix(prefix: str | None, key: str) -> bool:
+        """True when ``key``'s ``:``-separated parts start with ``prefix``'s:
+        ``queue:default`` matches ``queue:default`` and
+        ``queue:default:throughput``, not ``queue:default2``. No prefix
+        matches everything. (The rule ``get_metrics`` applies in SQL.)"""
+        if not prefix:
+            return True
+        parts = prefix.split(":")
+        return key.split(":")[: len(parts)] == parts
+
     def _new_session(self, session_id: str, worker_id: str) -> _Session:
         aggregator = Aggregator(self._capacity, buckets=RING_BUCKETS, clock=self._clock)
         return _Session(aggregator, session_id, worker_id)

@@ -49,6 +49,15 @@ def summary(result, key):
     return None if metric is None else metric.summary
 
 
+def test_matches_prefix():
+    assert Metrics.matches_prefix("queue:default", "queue:default")
+    assert Metrics.matches_prefix("queue:default", "queue:default:throughput")
+    assert not Metrics.matches_prefix("queue:default", "queue:default2")
+    assert not Metrics.matches_prefix("queue:default", "queue")
+    assert Metrics.matches_prefix(None, "anything") and Metrics.matches_prefix("", "x")
+    assert not Metrics.matches_prefix("a_b", "axb:c")
+
+
 def test_identity_and_constructor_are_chancys():
     m = Metrics()
     assert m.get_identifier() == "chancy.metrics"

@@ -6,6 +6,7 @@ usage: kill_child.py DSN PREFIX COUNTER_FILE
 """
 
 import asyncio
+import logging
 import mmap
 import signal
 import struct
@@ -15,12 +16,16 @@ from chancy import Chancy, Worker
 
 from ringmetrics.chancy import Metrics
 
+# Chancy logs every job at INFO; keep warnings (failed flushes) only.
+QUIET = logging.getLogger("soak.chancy")
+QUIET.setLevel(logging.WARNING)
+
 
 async def main(dsn: str, prefix: str, counter_file: str) -> None:
     with open(counter_file, "r+b") as f:
         shared = mmap.mmap(f.fileno(), 8)
     plugin = Metrics(sync_interval=1)
-    async with Chancy(dsn, prefix=prefix, plugins=[plugin], notifications=False) as chancy:
+    async with Chancy(dsn, prefix=prefix, plugins=[plugin], notifications=False, log=QUIET) as chancy:
         await chancy.migrate()
         worker = Worker(chancy, worker_id="kill-child", register_signal_handlers=False)
         await worker.start()

@@ -9,6 +9,7 @@ itself. Numbers are printed and appended to ``RINGMETRICS_SOAK_REPORT`` if set.
 """
 
 import asyncio
+import logging
 import json
 import os
 import time
@@ -19,6 +20,10 @@ from chancy import Chancy, Queue, Worker
 
 import jobs
 from ringmetrics.chancy import Metrics
+
+# Chancy logs every job at INFO; keep warnings (failed flushes) only.
+QUIET = logging.getLogger("soak.chancy")
+QUIET.setLevel(logging.WARNING)
 
 SECONDS = float(os.environ.get("RINGMETRICS_SOAK_SECONDS", "90"))
 
@@ -92,7 +97,7 @@ async def kill_connections(dsn: str) -> int:
 async def soak(cluster) -> dict:
     prefix = "soak_"
     plugin = CountingMetrics(sync_interval=1)
-    chancy = Chancy(cluster.dsn, prefix=prefix, plugins=[plugin], notifications=False)
+    chancy = Chancy(cluster.dsn, prefix=prefix, plugins=[plugin], notifications=False, log=QUIET)
     pushed = 0
     faults = []
     samples = []

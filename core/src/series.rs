@@ -372,10 +372,12 @@ impl SeriesRef<'_> {
         outcome
     }
 
-    /// The accumulator's contents as a delta (under `EXCLUSIVE`).
-    fn acc_delta(&self, count: u64) -> Delta {
+    /// The accumulator's latest value and its time: a gauge's from the
+    /// `(time, value)` pair, another kind's from `last` and `sampled_at`.
+    #[inline]
+    fn last_sample(&self) -> (f64, Nanos) {
         let acc = self.acc;
-        let (last, at) = if self.kind == Kind::Gauge {
+        if self.kind == Kind::Gauge {
             let p = acc.pair.load(Ordering::Relaxed);
             (f(p as u64), (p >> 64) as u64 as i64)
         } else {
@@ -383,7 +385,13 @@ impl SeriesRef<'_> {
                 f(acc.last.load(Ordering::Relaxed)),
                 acc.sampled_at.load(Ordering::Relaxed),
             )
-        };
+        }
+    }
+
+    /// The accumulator's contents as a delta (under `EXCLUSIVE`).
+    fn acc_delta(&self, count: u64) -> Delta {
+        let acc = self.acc;
+        let (last, at) = self.last_sample();
         Delta {
             count,
             sum: f(acc.sum.load(Ordering::Relaxed)),
@@ -472,15 +480,7 @@ impl SeriesRef<'_> {
             let sum = f(acc.sum.load(Ordering::Relaxed));
             let min = f(acc.min.load(Ordering::Relaxed));
             let max = f(acc.max.load(Ordering::Relaxed));
-            let (last, at) = if self.kind == Kind::Gauge {
-                let p = acc.pair.load(Ordering::Relaxed);
-                (f(p as u64), (p >> 64) as u64 as i64)
-            } else {
-                (
-                    f(acc.last.load(Ordering::Relaxed)),
-                    acc.sampled_at.load(Ordering::Relaxed),
-                )
-            };
+            let (last, at) = self.last_sample();
             fence(Ordering::Acquire);
             let s2 = acc.stamp.load(Ordering::Relaxed);
             if s1 != s2 {

@@ -145,6 +145,21 @@ pub unsafe extern "C" fn rm_last_error_detail(buf: *mut c_char, cap: usize, writ
     })
 }
 
+/// Drop a `Box` handed to C by `Box::into_raw` (NULL is fine), inside the
+/// panic boundary.
+///
+/// # Safety
+/// `ptr` is NULL or came from `Box::into_raw` and is not used afterwards.
+unsafe fn free_box<T>(ptr: *mut T) {
+    let _ = boundary(|| {
+        if !ptr.is_null() {
+            // SAFETY: by this function's contract.
+            drop(unsafe { Box::from_raw(ptr) });
+        }
+        RM_OK
+    });
+}
+
 /// The panic boundary around every exported body.
 #[inline(always)]
 fn boundary(f: impl FnOnce() -> rm_result) -> rm_result {
@@ -411,13 +426,8 @@ pub unsafe extern "C" fn rm_aggregator_advance_time(agg: *const rm_aggregator, d
 /// `agg` NULL or from `rm_aggregator_new*`, not used afterwards.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rm_aggregator_free(agg: *mut rm_aggregator) {
-    let _ = boundary(|| {
-        if !agg.is_null() {
-            // SAFETY: from Box::into_raw in new_aggregator; freed once.
-            drop(unsafe { Box::from_raw(agg) });
-        }
-        RM_OK
-    });
+    // SAFETY: the caller passes NULL or a pointer from new_aggregator, once.
+    unsafe { free_box(agg) }
 }
 
 /// A `&str` from pointer + length; NULL with length 0 is the empty string.
@@ -1004,13 +1014,8 @@ pub unsafe extern "C" fn rm_syncer_status(syncer: *const rm_syncer, out: *mut rm
 /// `syncer` NULL or from [`rm_syncer_start`], not used afterwards.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rm_syncer_free(syncer: *mut rm_syncer) {
-    let _ = boundary(|| {
-        if !syncer.is_null() {
-            // SAFETY: from Box::into_raw in rm_syncer_start; freed once.
-            drop(unsafe { Box::from_raw(syncer) });
-        }
-        RM_OK
-    });
+    // SAFETY: the caller passes NULL or a pointer from rm_syncer_start, once.
+    unsafe { free_box(syncer) }
 }
 
 /// Chancy's cleanup: delete chunks older than `retention_secs` (4 values,
@@ -1245,11 +1250,6 @@ pub unsafe extern "C" fn rm_read_result_point(
 /// `result` NULL or from [`rm_read_metrics`], not used afterwards.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rm_read_result_free(result: *mut rm_read_result) {
-    let _ = boundary(|| {
-        if !result.is_null() {
-            // SAFETY: from Box::into_raw in rm_read_metrics; freed once.
-            drop(unsafe { Box::from_raw(result) });
-        }
-        RM_OK
-    });
+    // SAFETY: the caller passes NULL or a pointer from rm_read_metrics, once.
+    unsafe { free_box(result) }
 }

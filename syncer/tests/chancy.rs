@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{client, dsn, prefix, run_python_env};
+use common::{client, dsn, prefix, run_python_env, syncer};
 use ringmetrics::{Aggregator, Config, Kind, Resolution};
-use ringmetrics_postgres::{ReadQuery, Syncer, SyncerConfig, read_metrics};
+use ringmetrics_postgres::{ReadQuery, read_metrics};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -200,16 +200,6 @@ fn agg() -> Arc<Aggregator> {
     Arc::new(Aggregator::new(Config::default().persisted()).unwrap())
 }
 
-fn start(agg: &Arc<Aggregator>, prefix: &str, worker: &str) -> Syncer {
-    let config = SyncerConfig {
-        prefix: prefix.into(),
-        worker_id: worker.into(),
-        interval: Duration::from_secs(3600),
-        ..SyncerConfig::new(dsn())
-    };
-    Syncer::start(agg.clone(), config).unwrap()
-}
-
 #[test]
 fn chancy_reads_what_ringmetrics_writes() {
     let p = prefix("interop_rm");
@@ -224,7 +214,7 @@ fn chancy_reads_what_ringmetrics_writes() {
         agg.record_key(Kind::Histogram, "job:a:execution_time", "seconds", v)
             .unwrap();
     }
-    let s = start(&agg, &p, "w-rust");
+    let s = syncer(&agg, &p, "w-rust");
     s.flush(WAIT).unwrap();
     // Chancy's own migrations accept the schema ringmetrics created.
     let theirs = chancy(&p, &format!("migrate\n{}", gets(&["-", "w-rust", "other"])));
@@ -284,7 +274,7 @@ fn both_writing_the_same_keys_merge_like_chancy() {
     agg.record_key(Kind::Histogram, "mixed:h", "seconds", 1.0).unwrap();
     agg.record_key(Kind::Histogram, "mixed:h", "seconds", 2.0).unwrap();
     agg.record_gauge("mixed:g", 1.0).unwrap();
-    let s = start(&agg, &p, "w-rust");
+    let s = syncer(&agg, &p, "w-rust");
     s.flush(WAIT).unwrap();
     // Chancy's worker records later, so its gauge sample is the latest.
     let actions = "counter mixed:c 5 count
@@ -398,7 +388,7 @@ fn schema_is_exactly_chancys_migration() {
     let ours_p = prefix("schema_ours");
     chancy(&chancys, "migrate\n");
     let agg = agg();
-    let s = start(&agg, &ours_p, "w");
+    let s = syncer(&agg, &ours_p, "w");
     s.flush(WAIT).unwrap();
     s.stop(WAIT).unwrap();
     let (a, b) = (shape(&chancys), shape(&ours_p));

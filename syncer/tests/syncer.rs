@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{client, dsn, prefix};
+use common::{client, dsn, prefix, syncer};
 use ringmetrics::{Aggregator, Config, Kind, ManualClock, Resolution};
 use ringmetrics_postgres::{ReadQuery, SyncError, Syncer, SyncerConfig, cleanup, read_metrics};
 
@@ -19,16 +19,6 @@ fn setup(config: Config, t: i64) -> (Arc<Aggregator>, ManualClock) {
         Arc::new(Aggregator::with_clock(config, Arc::new(clock.clone())).unwrap()),
         clock,
     )
-}
-
-fn syncer(agg: &Arc<Aggregator>, prefix: &str, worker: &str) -> Syncer {
-    let config = SyncerConfig {
-        prefix: prefix.into(),
-        worker_id: worker.into(),
-        interval: Duration::from_secs(3600),
-        ..SyncerConfig::new(dsn())
-    };
-    Syncer::start(agg.clone(), config).unwrap()
 }
 
 /// Sum of totals (counters) for `key` at `resolution` over all rows.

@@ -275,3 +275,18 @@ pub fn commit_cutter() -> CommitCutter {
         fired,
     }
 }
+
+/// A syncer on the test database that only flushes when asked.
+pub fn syncer(
+    agg: &std::sync::Arc<ringmetrics::Aggregator>,
+    prefix: &str,
+    worker: &str,
+) -> ringmetrics_postgres::Syncer {
+    let config = ringmetrics_postgres::SyncerConfig {
+        prefix: prefix.into(),
+        worker_id: worker.into(),
+        interval: std::time::Duration::from_secs(3600),
+        ..ringmetrics_postgres::SyncerConfig::new(dsn())
+    };
+    ringmetrics_postgres::Syncer::start(agg.clone(), config).unwrap()
+}

@@ -10,8 +10,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// would do it.
 #[derive(Default)]
 pub struct MutexAggregator {
-    inner: Mutex<HashMap<String, [(i64, u64, f64, f64, f64, f64); 4]>>,
+    inner: Mutex<HashMap<String, [Bucket; 4]>>,
 }
+
+/// (bucket number, count, sum, min, max, last)
+type Bucket = (i64, u64, f64, f64, f64, f64);
 
 impl MutexAggregator {
     pub fn record(&self, key: &str, value: f64) {

@@ -65,11 +65,11 @@ impl Model {
         for r in Resolution::ALL {
             let depth = self.depth[r.index()];
             let bucket = r.bucket_of(at.div_euclid(NS));
-            if let Some(now) = now {
-                if bucket <= r.bucket_of(now.div_euclid(NS)) - depth {
-                    self.expired[r.index()] += d.count;
-                    continue;
-                }
+            if let Some(now) = now
+                && bucket <= r.bucket_of(now.div_euclid(NS)) - depth
+            {
+                self.expired[r.index()] += d.count;
+                continue;
             }
             let ring = &mut self.series[s].rings[r.index()];
             let idx = bucket.rem_euclid(depth);
@@ -198,14 +198,14 @@ impl Model {
             .filter(|(_, b)| b.count > 0)
             .map(|(bucket, b)| to_bucket(r.bucket_start(*bucket), b))
             .collect();
-        if let Some((m, a)) = self.series[s].acc {
-            if a.count > 0 {
-                let start = r.bucket_start(r.bucket_of(m * 60));
-                let ab = to_bucket(start, &a);
-                match out.iter_mut().find(|x| x.start == start) {
-                    Some(x) => x.merge(&ab),
-                    None => out.push(ab),
-                }
+        if let Some((m, a)) = self.series[s].acc
+            && a.count > 0
+        {
+            let start = r.bucket_start(r.bucket_of(m * 60));
+            let ab = to_bucket(start, &a);
+            match out.iter_mut().find(|x| x.start == start) {
+                Some(x) => x.merge(&ab),
+                None => out.push(ab),
             }
         }
         out.sort_by_key(|x| x.start);

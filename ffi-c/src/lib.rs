@@ -591,24 +591,24 @@ fn record_key(
         return RM_INVALID_ARGUMENT;
     };
     // Fast path: a registered key matched as bytes needs no UTF-8 check.
-    if let (Some(k), Some(u)) = (bytes(key, key_len), bytes(unit, unit_len)) {
-        if let Some(info) = a.agg.lookup_bytes(k) {
-            let unit_matches = if u.is_empty() {
-                info.unit == kind.default_unit()
-            } else {
-                info.unit.as_bytes() == u
+    if let (Some(k), Some(u)) = (bytes(key, key_len), bytes(unit, unit_len))
+        && let Some(info) = a.agg.lookup_bytes(k)
+    {
+        let unit_matches = if u.is_empty() {
+            info.unit == kind.default_unit()
+        } else {
+            info.unit.as_bytes() == u
+        };
+        if info.kind == kind && unit_matches {
+            let s = a.agg.series(info.id).expect("registered");
+            let r = match at {
+                None => a.agg.record(s, value),
+                Some(at) => a.agg.record_at(s, value, at),
             };
-            if info.kind == kind && unit_matches {
-                let s = a.agg.series(info.id).expect("registered");
-                let r = match at {
-                    None => a.agg.record(s, value),
-                    Some(at) => a.agg.record_at(s, value, at),
-                };
-                return match r {
-                    Ok(()) => RM_OK,
-                    Err(e) => core_error(e),
-                };
-            }
+            return match r {
+                Ok(()) => RM_OK,
+                Err(e) => core_error(e),
+            };
         }
     }
     let key = match text(key, key_len) {

@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt};
 use ringmetrics::{Clock, Config, Kind, OverridableClock, Resolution};
 use ringmetrics_postgres::{FlushReport, ReadQuery, SyncError, SyncStatus, SyncerConfig};
 
@@ -67,6 +67,13 @@ fn secs_to_nanos(secs: f64) -> Result<i64, Error> {
 fn number(value: &Bound<'_, PyAny>) -> Result<f64, Error> {
     if let Ok(f) = value.cast_exact::<PyFloat>() {
         return Ok(f.value());
+    }
+    // Exact ints that fit an i64 convert without the temporary float object
+    // the generic path creates (bools are not exact ints: they go on below).
+    if let Ok(i) = value.cast_exact::<PyInt>() {
+        if let Ok(n) = i.extract::<i64>() {
+            return Ok(n as f64);
+        }
     }
     if value.is_instance_of::<PyBool>() {
         return Err(Error::Value("metric values must be numbers, not bool".into()));

@@ -21,6 +21,7 @@ use std::cell::RefCell;
 use std::ffi::{CStr, c_char};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ringmetrics::{Aggregator, Config, DropReason, Kind, ManualClock, Resolution, Series};
@@ -165,13 +166,28 @@ unsafe fn free_box<T>(ptr: *mut T) {
 fn boundary(f: impl FnOnce() -> rm_result) -> rm_result {
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(_) => {
-            remember("a Rust panic was caught at the C boundary".into());
-            RM_PANIC
-        }
+        Err(_) => panicked(),
     }
 }
 
+/// [`boundary`] for a body that yields a value or a result code.
+#[inline(always)]
+fn boundary_value<T>(f: impl FnOnce() -> Result<T, rm_result>) -> Result<T, rm_result> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => Err(panicked()),
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn panicked() -> rm_result {
+    remember("a Rust panic was caught at the C boundary".into());
+    RM_PANIC
+}
+
+#[cold]
+#[inline(never)]
 fn core_error(e: ringmetrics::Error) -> rm_result {
     let code = match &e {
         ringmetrics::Error::InvalidConfig { .. } => RM_INVALID_CONFIG,
@@ -289,6 +305,27 @@ pub unsafe extern "C" fn rm_config_default(out: *mut rm_config) -> rm_result {
 pub struct rm_aggregator {
     agg: Arc<Aggregator>,
     manual: Option<ManualClock>,
+    /// `OWNER_KNOWN | owner` once a handle of this aggregator has been
+    /// seen, else 0: lets a key found in the registry become a handle
+    /// without a second registry read (the core exposes the owner only in
+    /// handles it makes).
+    owner: AtomicU64,
+}
+
+const OWNER_KNOWN: u64 = 1 << 32;
+
+impl rm_aggregator {
+    /// This aggregator's owner id, once known.
+    #[inline(always)]
+    fn owner(&self) -> Option<u32> {
+        let o = self.owner.load(Ordering::Relaxed);
+        (o & OWNER_KNOWN != 0).then_some(o as u32)
+    }
+
+    /// Remember the owner id from a handle this aggregator made.
+    fn learn_owner(&self, s: Series) {
+        self.owner.store(OWNER_KNOWN | s.to_raw().2 as u64, Ordering::Relaxed);
+    }
 }
 
 /// A handle for recording without a key lookup. Plain data: copy it freely,
@@ -333,6 +370,7 @@ fn new_aggregator(config: *const rm_config, manual: Option<ManualClock>, out: *m
             let boxed = Box::new(rm_aggregator {
                 agg: Arc::new(agg),
                 manual,
+                owner: AtomicU64::new(0),
             });
             // SAFETY: checked non-NULL.
             unsafe { *out = Box::into_raw(boxed) };
@@ -499,6 +537,7 @@ pub unsafe extern "C" fn rm_register(
         };
         match a.agg.register(kind, key, unit) {
             Ok(s) => {
+                a.learn_owner(s);
                 let (id, kind, owner) = s.to_raw();
                 // SAFETY: checked non-NULL.
                 unsafe {
@@ -520,6 +559,24 @@ fn series(s: rm_series) -> Option<Series> {
     Some(Series::from_raw(s.id, kind(s.kind)?, s.owner))
 }
 
+/// A core result as a result code. The error arm is out of line, so the
+/// success path stays a compare and a return.
+#[inline(always)]
+fn done(r: Result<(), ringmetrics::Error>) -> rm_result {
+    match r {
+        Ok(()) => RM_OK,
+        Err(e) => core_error(e),
+    }
+}
+
+// The recording paths are laid out for LLVM's inliner, which inlines the
+// local copy of a core `#[inline]` function into its caller for certain
+// when that is its only call site in this crate: `rm_record` is the only
+// caller of `Aggregator::record`, `rm_record_at` of `Aggregator::record_at`
+// and `rm_record_key` of the registry lookup. The key paths end in a call
+// to `rm_record` / `rm_record_at`, and the rest registers through the
+// core's out-of-line `register`, so no second copy competes.
+
 /// Record `value` into `series` at the aggregator's time. Lock-free, no
 /// allocation.
 ///
@@ -535,10 +592,7 @@ pub unsafe extern "C" fn rm_record(agg: *const rm_aggregator, series: rm_series,
         let Some(s) = crate::series(series) else {
             return RM_UNKNOWN_SERIES;
         };
-        match a.agg.record(s, value) {
-            Ok(()) => RM_OK,
-            Err(e) => core_error(e),
-        }
+        done(a.agg.record(s, value))
     })
 }
 
@@ -560,11 +614,72 @@ pub unsafe extern "C" fn rm_record_at(
         let Some(s) = crate::series(series) else {
             return RM_UNKNOWN_SERIES;
         };
-        match a.agg.record_at(s, value, at_nanos) {
-            Ok(()) => RM_OK,
-            Err(e) => core_error(e),
-        }
+        done(a.agg.record_at(s, value, at_nanos))
     })
+}
+
+/// Byte equality for short strings (units are usually under 16 bytes)
+/// without a call to `memcmp`: at most two overlapping loads per side.
+#[inline(always)]
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    #[inline(always)]
+    fn ends<const N: usize>(a: &[u8], b: &[u8]) -> bool {
+        let (n, m) = (a.len(), a.len() - N);
+        a[..N] == b[..N] && a[m..n] == b[m..n]
+    }
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0 => true,
+        1..4 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..8 => ends::<4>(a, &b[..n]),
+        8..=16 => ends::<8>(a, &b[..n]),
+        _ => a == b,
+    }
+}
+
+/// The handle of a registered `key` whose kind and unit match, with no
+/// UTF-8 check (only valid keys are ever registered, so a match is valid).
+/// `None` for anything else. Only [`rm_record_key`] calls it.
+#[inline(always)]
+fn known_series(
+    a: &rm_aggregator,
+    kind: Kind,
+    key: *const c_char,
+    key_len: usize,
+    unit: *const c_char,
+    unit_len: usize,
+) -> Option<rm_series> {
+    let (k, u) = (bytes(key, key_len)?, bytes(unit, unit_len)?);
+    let owner = a.owner()?;
+    let info = a.agg.lookup_bytes(k)?;
+    let unit_matches = if u.is_empty() {
+        info.unit == kind.default_unit()
+    } else {
+        same_bytes(info.unit.as_bytes(), u)
+    };
+    (info.kind == kind && unit_matches).then_some(rm_series {
+        id: info.id,
+        kind: kind as u32,
+        owner,
+    })
+}
+
+/// Record by handle, at the clock's time or at `at`.
+///
+/// # Safety
+/// `agg` NULL or live.
+#[inline(always)]
+unsafe fn record_handle(agg: *const rm_aggregator, s: rm_series, value: f64, at: Option<i64>) -> rm_result {
+    // SAFETY: by this function's contract.
+    unsafe {
+        match at {
+            None => rm_record(agg, s, value),
+            Some(at) => rm_record_at(agg, s, value, at),
+        }
+    }
 }
 
 /// Count a refusal made before the aggregator saw the record.
@@ -575,10 +690,19 @@ fn refused(a: &rm_aggregator, code: rm_result, reason: DropReason) -> rm_result 
     code
 }
 
+/// Record by key the long way: UTF-8 checks, find or register, record
+/// through [`rm_record`] / [`rm_record_at`]. Same outcome and drop count as
+/// the core's `record_key`. All of [`rm_record_key_at`]; [`rm_record_key`]
+/// for a key it does not know yet.
+///
+/// # Safety
+/// As [`rm_record_key`].
+#[inline(never)]
 #[allow(clippy::too_many_arguments)]
-fn record_key(
+unsafe fn record_key_slow(
     agg: *const rm_aggregator,
-    kind: u32,
+    a: &rm_aggregator,
+    kind: Kind,
     key: *const c_char,
     key_len: usize,
     unit: *const c_char,
@@ -586,31 +710,6 @@ fn record_key(
     value: f64,
     at: Option<i64>,
 ) -> rm_result {
-    let Some(a) = agg_ref(agg) else { return RM_NULL_POINTER };
-    let Some(kind) = crate::kind(kind) else {
-        return RM_INVALID_ARGUMENT;
-    };
-    // Fast path: a registered key matched as bytes needs no UTF-8 check.
-    if let (Some(k), Some(u)) = (bytes(key, key_len), bytes(unit, unit_len))
-        && let Some(info) = a.agg.lookup_bytes(k)
-    {
-        let unit_matches = if u.is_empty() {
-            info.unit == kind.default_unit()
-        } else {
-            info.unit.as_bytes() == u
-        };
-        if info.kind == kind && unit_matches {
-            let s = a.agg.series(info.id).expect("registered");
-            let r = match at {
-                None => a.agg.record(s, value),
-                Some(at) => a.agg.record_at(s, value, at),
-            };
-            return match r {
-                Ok(()) => RM_OK,
-                Err(e) => core_error(e),
-            };
-        }
-    }
     let key = match text(key, key_len) {
         Ok(k) => k,
         Err(e) => return refused(a, e, DropReason::InvalidKey),
@@ -620,12 +719,24 @@ fn record_key(
         Ok(u) => u,
         Err(e) => return refused(a, e, DropReason::InvalidUnit),
     };
-    let r = match at {
-        None => a.agg.record_key(kind, key, unit, value),
-        Some(at) => a.agg.record_key_at(kind, key, unit, value, at),
-    };
-    match r {
-        Ok(()) => RM_OK,
+    // As in the core's `record_key`: the value is checked before a new key
+    // is registered, so a bad value never creates a series.
+    if !value.is_finite() {
+        a.agg.count_refused(DropReason::NonFiniteValue);
+        return core_error(ringmetrics::Error::NonFiniteValue(value));
+    }
+    match a.agg.register(kind, key, unit) {
+        Ok(s) => {
+            a.learn_owner(s);
+            let (id, kind, owner) = s.to_raw();
+            let s = rm_series {
+                id,
+                kind: kind as u32,
+                owner,
+            };
+            // SAFETY: by this function's contract.
+            unsafe { record_handle(agg, s, value, at) }
+        }
         Err(e) => core_error(e),
     }
 }
@@ -647,7 +758,27 @@ pub unsafe extern "C" fn rm_record_key(
     unit_len: usize,
     value: f64,
 ) -> rm_result {
-    boundary(|| record_key(agg, kind, key, key_len, unit, unit_len, value, None))
+    // Find the handle inside a panic boundary, then record through
+    // `rm_record`, whose body runs inside its own. The call is the last
+    // thing done, so it is a tail call: no frame of ours stays under it.
+    let found = boundary_value(|| {
+        let Some(a) = agg_ref(agg) else {
+            return Err(RM_NULL_POINTER);
+        };
+        let Some(kind) = crate::kind(kind) else {
+            return Err(RM_INVALID_ARGUMENT);
+        };
+        match known_series(a, kind, key, key_len, unit, unit_len) {
+            Some(s) => Ok(s),
+            // SAFETY: the caller's promises are `record_key_slow`'s.
+            None => Err(unsafe { record_key_slow(agg, a, kind, key, key_len, unit, unit_len, value, None) }),
+        }
+    });
+    match found {
+        // SAFETY: `agg` is live, as the caller promises.
+        Ok(s) => unsafe { rm_record(agg, s, value) },
+        Err(code) => code,
+    }
 }
 
 /// [`rm_record_key`] at an explicit time (nanoseconds since the epoch).
@@ -668,7 +799,14 @@ pub unsafe extern "C" fn rm_record_key_at(
     value: f64,
     at_nanos: i64,
 ) -> rm_result {
-    boundary(|| record_key(agg, kind, key, key_len, unit, unit_len, value, Some(at_nanos)))
+    boundary(|| {
+        let Some(a) = agg_ref(agg) else { return RM_NULL_POINTER };
+        let Some(kind) = crate::kind(kind) else {
+            return RM_INVALID_ARGUMENT;
+        };
+        // SAFETY: the caller's promises are `record_key_slow`'s.
+        unsafe { record_key_slow(agg, a, kind, key, key_len, unit, unit_len, value, Some(at_nanos)) }
+    })
 }
 
 /// One bucket's absolute values.

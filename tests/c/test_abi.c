@@ -167,6 +167,81 @@ static void test_refusals(void) {
   rm_aggregator_free(other);
 }
 
+static double day_sum(rm_aggregator *a, uint32_t kind, const char *key, const char *unit) {
+  rm_series s;
+  rm_bucket b[8];
+  size_t n = 0;
+  double sum = 0;
+  EXPECT(rm_register(a, kind, key, strlen(key), unit, unit ? strlen(unit) : 0, &s), RM_OK);
+  EXPECT(rm_snapshot(a, s, RM_1DAY, 0, INT64_MAX / 2, b, 8, &n), RM_OK);
+  for (size_t i = 0; i < n; i++) sum += b[i].sum;
+  return sum;
+}
+
+/* Recording by key: first use (registers), later uses (found without a
+ * lock), two aggregators with the same keys, units of every short length,
+ * and a bad value never creating a series. */
+static void test_record_key_paths(void) {
+  rm_aggregator *a = manual(64), *b = manual(64);
+  rm_drops d;
+  size_t count = 0;
+  /* No rm_register before: the first call registers, the rest find it. */
+  for (int i = 0; i < 3; i++) EXPECT(rm_record_key(a, RM_COUNTER, "k", 1, NULL, 0, 1.0), RM_OK);
+  for (int i = 0; i < 2; i++) EXPECT(rm_record_key(b, RM_COUNTER, "k", 1, "count", 5, 10.0), RM_OK);
+  EXPECT(rm_record_key(a, RM_COUNTER, "k", 1, "count", 5, 1.0), RM_OK);
+  EXPECT(rm_record_key_at(b, RM_COUNTER, "k", 1, NULL, 0, 10.0, T0 * NS), RM_OK);
+  CHECK(day_sum(a, RM_COUNTER, "k", NULL) == 4.0);
+  CHECK(day_sum(b, RM_COUNTER, "k", NULL) == 30.0);
+  /* Default units per kind. */
+  EXPECT(rm_record_key(a, RM_GAUGE, "g", 1, NULL, 0, 7.0), RM_OK);
+  EXPECT(rm_record_key(a, RM_GAUGE, "g", 1, "number", 6, 8.0), RM_OK);
+  EXPECT(rm_record_key(a, RM_GAUGE, "g", 1, "count", 5, 8.0), RM_CONFLICT);
+  EXPECT(rm_record_key(a, RM_HISTOGRAM, "g", 1, "number", 6, 8.0), RM_CONFLICT);
+
+  /* Units of 1..24 bytes: equal is found, any other unit conflicts. */
+  for (size_t len = 1; len <= 24; len++) {
+    char key[16], unit[32], other[32];
+    int klen = snprintf(key, sizeof key, "unit:%zu", len);
+    for (size_t i = 0; i < len; i++) unit[i] = (char)('a' + i);
+    EXPECT(rm_record_key(a, RM_HISTOGRAM, key, (size_t)klen, unit, len, 1.0), RM_OK);
+    EXPECT(rm_record_key(a, RM_HISTOGRAM, key, (size_t)klen, unit, len, 2.0), RM_OK);
+    size_t at[3] = {0, len / 2, len - 1};
+    for (int j = 0; j < 3; j++) {
+      memcpy(other, unit, len);
+      other[at[j]] = 'Z';
+      EXPECT(rm_record_key(a, RM_HISTOGRAM, key, (size_t)klen, other, len, 1.0), RM_CONFLICT);
+    }
+    /* one byte shorter (at length 0: the default, "number") */
+    EXPECT(rm_record_key(a, RM_HISTOGRAM, key, (size_t)klen, unit, len - 1, 1.0), RM_CONFLICT);
+    memcpy(other, unit, len);
+    other[len] = 'z';
+    EXPECT(rm_record_key(a, RM_HISTOGRAM, key, (size_t)klen, other, len + 1, 1.0), RM_CONFLICT);
+    unit[len] = '\0';
+    CHECK(day_sum(a, RM_HISTOGRAM, key, unit) == 3.0);
+  }
+
+  /* A bad value is refused before a new key is registered, and counted. */
+  EXPECT(rm_drops_read(a, &d, &count), RM_OK);
+  size_t before = count;
+  uint64_t nonfinite = d.records[2];
+  EXPECT(rm_record_key(a, RM_COUNTER, "new", 3, NULL, 0, NAN), RM_NON_FINITE_VALUE);
+  EXPECT(rm_record_key_at(a, RM_COUNTER, "new", 3, NULL, 0, INFINITY, T0 * NS), RM_NON_FINITE_VALUE);
+  EXPECT(rm_record_key(a, RM_COUNTER, "k", 1, NULL, 0, NAN), RM_NON_FINITE_VALUE); /* a known key */
+  EXPECT(rm_drops_read(a, &d, &count), RM_OK);
+  CHECK(count == before && d.records[2] == nonfinite + 3);
+
+  /* rm_record_key_at's refusals. */
+  EXPECT(rm_record_key_at(NULL, RM_COUNTER, "k", 1, NULL, 0, 1.0, T0 * NS), RM_NULL_POINTER);
+  EXPECT(rm_record_key_at(a, 3, "k", 1, NULL, 0, 1.0, T0 * NS), RM_INVALID_ARGUMENT);
+  EXPECT(rm_record_key_at(a, RM_COUNTER, "k", 1, NULL, 0, 1.0, -1), RM_INVALID_TIMESTAMP);
+  EXPECT(rm_record_key_at(a, RM_COUNTER, "k", 1, "\xc3", 1, 1.0, T0 * NS), RM_INVALID_UTF8);
+  EXPECT(rm_record_key_at(a, RM_GAUGE, "k", 1, NULL, 0, 1.0, T0 * NS), RM_CONFLICT);
+  EXPECT(rm_record_key(NULL, RM_COUNTER, "k", 1, NULL, 0, 1.0), RM_NULL_POINTER);
+  EXPECT(rm_record_key(a, RM_COUNTER, "k", 1, NULL, 3, 1.0), RM_NULL_POINTER);
+  rm_aggregator_free(a);
+  rm_aggregator_free(b);
+}
+
 struct shared {
   rm_aggregator *a;
   rm_series s;
@@ -296,6 +371,7 @@ int main(int argc, char **argv) {
   test_config_and_lifecycle();
   test_record_and_snapshot();
   test_refusals();
+  test_record_key_paths();
   test_threads();
   test_syncer(argv[1]);
   printf("C tests: %d passed, %d failed\n", passed, failed);

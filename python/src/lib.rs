@@ -4,6 +4,8 @@
 //! never release the GIL (they take nanoseconds); flush, stop, reads and
 //! cleanup release it while they wait on PostgreSQL.
 
+mod fast;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -179,23 +181,8 @@ impl Aggregator {
         self.inner.now() as f64 / NANOS
     }
 
-    /// Add `value` to the counter `key`. Raises ValueError on bad input.
-    #[pyo3(signature = (key, value, unit="count"))]
-    fn increment_counter(&self, key: &str, value: &Bound<'_, PyAny>, unit: &str) -> Result<(), Error> {
-        Ok(self.inner.record_key(Kind::Counter, key, unit, number(value)?)?)
-    }
-
-    /// Set the gauge `key`.
-    #[pyo3(signature = (key, value, unit="number"))]
-    fn record_gauge(&self, key: &str, value: &Bound<'_, PyAny>, unit: &str) -> Result<(), Error> {
-        Ok(self.inner.record_key(Kind::Gauge, key, unit, number(value)?)?)
-    }
-
-    /// Add an observation to the histogram `key`.
-    #[pyo3(signature = (key, value, unit="number"))]
-    fn record_histogram(&self, key: &str, value: &Bound<'_, PyAny>, unit: &str) -> Result<(), Error> {
-        Ok(self.inner.record_key(Kind::Histogram, key, unit, number(value)?)?)
-    }
+    // increment_counter, record_gauge and record_histogram(key, value,
+    // unit=<default>) are hand-written entry points: see `fast`.
 
     /// Record into `key` of `kind` ("counter", "gauge", "histogram"),
     /// optionally at `at` seconds since the epoch. Raises ValueError.
@@ -381,10 +368,7 @@ struct Handle {
 
 #[pymethods]
 impl Handle {
-    /// Record `value` now. Raises ValueError on bad input.
-    fn record(&self, value: &Bound<'_, PyAny>) -> Result<(), Error> {
-        Ok(self.agg.record(self.series, number(value)?)?)
-    }
+    // record(value) is a hand-written entry point: see `fast`.
 
     /// Record `value` observed at `at` seconds since the epoch.
     fn record_at(&self, value: &Bound<'_, PyAny>, at: f64) -> Result<(), Error> {
@@ -537,6 +521,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Aggregator>()?;
     m.add_class::<ManualClock>()?;
     m.add_class::<Handle>()?;
+    fast::install_record_methods(m.py())?;
     m.add_class::<Syncer>()?;
     m.add_function(wrap_pyfunction!(read_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(cleanup, m)?)?;

@@ -212,3 +212,47 @@ def test_bad_dsn_and_prefix_are_value_errors():
         agg.start_syncer("host=127.0.0.1", prefix="bad;prefix")
     with pytest.raises(ValueError, match="UUID"):
         agg.start_syncer("host=127.0.0.1", session_id="nope")
+
+
+def test_record_methods_take_positional_and_keyword_arguments():
+    # The record methods are hand-written entry points with a fast path for
+    # positional calls; every other call shape still works as a Python
+    # signature would.
+    clock = ManualClock(T0)
+    agg = Aggregator(8, clock=clock)
+
+    class Key(str):
+        pass
+
+    agg.increment_counter("c", 1)
+    agg.increment_counter(key="c", value=2)
+    agg.increment_counter("c", 3.5, "count")
+    agg.increment_counter(Key("c"), 4, unit="count")
+    agg.increment_counter("c", 2**70)  # an int past i64: the slow path
+    assert agg.snapshot("c")[0][1:3] == (5, 10.5 + 2**70)
+    agg.record_gauge("g", 7, unit="items")
+    agg.record_histogram("h", 0.5, "seconds")
+    assert agg.series()[1:] == [("g", "gauge", "items"), ("h", "histogram", "seconds")]
+    h = agg.handle("counter", "c")
+    h.record(1)
+    h.record(value=1.5)
+    assert agg.snapshot("c")[0][1] == 7
+    for call, error, match in [
+        (lambda: agg.increment_counter("c"), TypeError, "missing required argument 'value'"),
+        (lambda: agg.increment_counter("c", 1, "count", 4), TypeError, "at most 3 positional"),
+        (lambda: agg.increment_counter("c", 1, units="count"), TypeError, "unexpected keyword argument 'units'"),
+        (lambda: agg.increment_counter("c", key="c", value=1), TypeError, "multiple values for argument 'key'"),
+        (lambda: agg.increment_counter(b"c", 1), TypeError, "argument 'key'"),
+        (lambda: agg.record_gauge("g", 1, 5), TypeError, "argument 'unit'"),
+        (lambda: agg.increment_counter("c", True), ValueError, "bool"),
+        (lambda: agg.increment_counter("c", "1"), ValueError, "finite number"),
+        (lambda: agg.record_histogram("h", float("nan"), "seconds"), ValueError, "finite"),
+        (lambda: agg.increment_counter("c", 1, "seconds"), ValueError, "count"),
+        (lambda: h.record(None), ValueError, "finite number"),
+        (lambda: h.record(), TypeError, "missing required argument 'value'"),
+        (lambda: Aggregator.increment_counter(h, "c", 1), TypeError, "doesn't apply"),
+    ]:
+        with pytest.raises(error, match=match):
+            call()
+    assert agg.snapshot("c")[0][1] == 7, "refused calls record nothing"
+    assert agg.drops()["conflict"] == 1

@@ -170,15 +170,6 @@ fn boundary(f: impl FnOnce() -> rm_result) -> rm_result {
     }
 }
 
-/// [`boundary`] for a body that yields a value or a result code.
-#[inline(always)]
-fn boundary_value<T>(f: impl FnOnce() -> Result<T, rm_result>) -> Result<T, rm_result> {
-    match catch_unwind(AssertUnwindSafe(f)) {
-        Ok(r) => r,
-        Err(_) => Err(panicked()),
-    }
-}
-
 #[cold]
 #[inline(never)]
 fn panicked() -> rm_result {
@@ -758,27 +749,19 @@ pub unsafe extern "C" fn rm_record_key(
     unit_len: usize,
     value: f64,
 ) -> rm_result {
-    // Find the handle inside a panic boundary, then record through
-    // `rm_record`, whose body runs inside its own. The call is the last
-    // thing done, so it is a tail call: no frame of ours stays under it.
-    let found = boundary_value(|| {
-        let Some(a) = agg_ref(agg) else {
-            return Err(RM_NULL_POINTER);
-        };
+    boundary(|| {
+        let Some(a) = agg_ref(agg) else { return RM_NULL_POINTER };
         let Some(kind) = crate::kind(kind) else {
-            return Err(RM_INVALID_ARGUMENT);
+            return RM_INVALID_ARGUMENT;
         };
-        match known_series(a, kind, key, key_len, unit, unit_len) {
-            Some(s) => Ok(s),
-            // SAFETY: the caller's promises are `record_key_slow`'s.
-            None => Err(unsafe { record_key_slow(agg, a, kind, key, key_len, unit, unit_len, value, None) }),
+        // SAFETY: the caller's promises are `rm_record`'s and `record_key_slow`'s.
+        unsafe {
+            match known_series(a, kind, key, key_len, unit, unit_len) {
+                Some(s) => rm_record(agg, s, value),
+                None => record_key_slow(agg, a, kind, key, key_len, unit, unit_len, value, None),
+            }
         }
-    });
-    match found {
-        // SAFETY: `agg` is live, as the caller promises.
-        Ok(s) => unsafe { rm_record(agg, s, value) },
-        Err(code) => code,
-    }
+    })
 }
 
 /// [`rm_record_key`] at an explicit time (nanoseconds since the epoch).

@@ -19,18 +19,31 @@ Time in tests: pass ``clock=ringmetrics.ManualClock(start)`` and move it; or
 monkeypatch ``chancy.plugins.metrics.metrics.utcnow`` as you would for
 Chancy's plugin — while it is patched, records are stamped with the time it
 returns.
+
+``metrics.increment_counter``, ``record_gauge`` and ``record_histogram_value``
+are native methods (bound per instance, unless a subclass overrides them):
+they keep Chancy's signature, record at once and return an awaitable that is
+already done, so ``await metrics.increment_counter(key, 1)`` costs well under
+a Python coroutine. The awaitable also speaks the coroutine protocol:
+``asyncio.gather(...)``, ``asyncio.create_task(...)``, ``asyncio.ensure_future``
+and ``asyncio.iscoroutine`` accept it. Differences from an ``async def``:
+the record happens at the call, even if the result is never awaited (and no
+"never awaited" warning is given), and ``inspect.iscoroutinefunction`` is
+false for the instance's methods (it stays true for ``Metrics.increment_counter``
+on the class, which records the same way).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import Any
 
 from chancy.plugins.metrics import metrics as _chancy_metrics
 from chancy.plugins.metrics.metrics import Metrics as _ChancyMetrics
 
-from ringmetrics._native import Aggregator, ManualClock, Syncer
+from ringmetrics._native import Aggregator, ManualClock, Recorder, Syncer
 
 __all__ = ["Metrics"]
 
@@ -49,15 +62,14 @@ FLUSH_TIMEOUT = 60.0
 class _Session:
     """One worker registration (or the plugin's own direct calls)."""
 
-    __slots__ = ("aggregator", "session_id", "syncer", "worker_id", "try_record", "overridden")
+    __slots__ = ("aggregator", "recorder", "session_id", "syncer", "worker_id")
 
-    def __init__(self, aggregator: Aggregator, session_id: str, worker_id: str) -> None:
+    def __init__(self, aggregator: Aggregator, recorder: Recorder, session_id: str, worker_id: str) -> None:
         self.aggregator = aggregator
+        self.recorder = recorder
         self.session_id = session_id
         self.worker_id = worker_id
         self.syncer: Syncer | None = None
-        self.try_record = aggregator.try_record
-        self.overridden = False
 
 
 class Metrics(_ChancyMetrics):
@@ -92,6 +104,11 @@ class Metrics(_ChancyMetrics):
         self._default = self._new_session(str(self.session_id), self.worker_id)
         self._sessions: dict[Any, _Session] = {}
         self._failures_seen = 0
+        # The record methods, native (see the module docstring); a subclass
+        # that overrides one keeps its own.
+        for name in ("increment_counter", "record_gauge", "record_histogram_value"):
+            if getattr(type(self), name) is getattr(Metrics, name):
+                setattr(self, name, getattr(self._default.recorder, name))
 
     @staticmethod
     def matches_prefix(prefix: str | None, key: str) -> bool:
@@ -106,7 +123,18 @@ class Metrics(_ChancyMetrics):
 
     def _new_session(self, session_id: str, worker_id: str) -> _Session:
         aggregator = Aggregator(self._capacity, buckets=RING_BUCKETS, clock=self._clock)
-        return _Session(aggregator, session_id, worker_id)
+        # Follow a monkeypatched ``chancy...metrics.utcnow`` unless a
+        # ManualClock drives time. The warning holds the plugin weakly (no
+        # reference cycle through the native recorder).
+        hook = None if self._clock is not None else (vars(_chancy_metrics), "utcnow", _ORIGINAL_UTCNOW)
+        warn = weakref.WeakMethod(self._warn)
+
+        def dropped(message: str) -> None:
+            method = warn()
+            if method is not None:
+                method(message)
+
+        return _Session(aggregator, Recorder(aggregator, dropped, hook), session_id, worker_id)
 
     def _syncer(self, session: _Session, chancy: Any) -> Syncer:
         if session.syncer is None:
@@ -122,52 +150,26 @@ class Metrics(_ChancyMetrics):
 
     # -- recording ---------------------------------------------------------
 
-    def _stamp(self, session: _Session) -> None:
-        """Follow a monkeypatched ``chancy...metrics.utcnow`` (tests)."""
-        if self._clock is not None:
-            return
-        if _chancy_metrics.utcnow is not _ORIGINAL_UTCNOW:
-            session.aggregator.set_time_override(_chancy_metrics.utcnow().timestamp())
-            session.overridden = True
-        elif session.overridden:
-            session.aggregator.set_time_override(None)
-            session.overridden = False
-
     def _record(self, key, value, kind, unit, *, worker=None):
+        # Chancy's hub events, job updates and table sizes.
         session = self._sessions.get(worker, self._default) if worker is not None else self._default
-        unit = unit or ("count" if kind == "counter" else "number")
-        if _chancy_metrics.utcnow is not _ORIGINAL_UTCNOW or session.overridden:
-            self._stamp(session)
-        error = session.try_record(kind, key, value, unit)
-        if error is not None:
-            self._warn(f"Dropped metric {key!r}: {error}")
+        session.recorder.record(kind, key, value, unit or ("count" if kind == "counter" else "number"))
+
+    # Instances use their recorder's native methods directly (bound in
+    # __init__); these are what the class, and subclasses calling super(),
+    # see.
 
     async def increment_counter(self, metric_key: str, value: float, *, unit: str = "count"):
         """Increment a counter metric (Chancy's signature and default unit)."""
-        session = self._default
-        if _chancy_metrics.utcnow is not _ORIGINAL_UTCNOW or session.overridden:
-            self._stamp(session)
-        error = session.try_record("counter", metric_key, value, unit)
-        if error is not None:
-            self._warn(f"Dropped metric {metric_key!r}: {error}")
+        await self._default.recorder.increment_counter(metric_key, value, unit=unit)
 
     async def record_gauge(self, metric_key: str, value: float, *, unit: str = "number"):
         """Record a gauge metric (the latest value per bucket wins)."""
-        session = self._default
-        if _chancy_metrics.utcnow is not _ORIGINAL_UTCNOW or session.overridden:
-            self._stamp(session)
-        error = session.try_record("gauge", metric_key, value, unit)
-        if error is not None:
-            self._warn(f"Dropped metric {metric_key!r}: {error}")
+        await self._default.recorder.record_gauge(metric_key, value, unit=unit)
 
     async def record_histogram_value(self, metric_key: str, value: float, *, unit: str = "number"):
         """Record a histogram observation (count, sum, min, max per bucket)."""
-        session = self._default
-        if _chancy_metrics.utcnow is not _ORIGINAL_UTCNOW or session.overridden:
-            self._stamp(session)
-        error = session.try_record("histogram", metric_key, value, unit)
-        if error is not None:
-            self._warn(f"Dropped metric {metric_key!r}: {error}")
+        await self._default.recorder.record_histogram_value(metric_key, value, unit=unit)
 
     # -- worker lifecycle --------------------------------------------------
 

@@ -5,6 +5,7 @@
 //! cleanup release it while they wait on PostgreSQL.
 
 mod fast;
+mod recorder;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -522,6 +523,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<ManualClock>()?;
     m.add_class::<Handle>()?;
     fast::install_record_methods(m.py())?;
+    recorder::install_recorder(m)?;
     m.add_class::<Syncer>()?;
     m.add_function(wrap_pyfunction!(read_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(cleanup, m)?)?;

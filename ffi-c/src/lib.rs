@@ -27,6 +27,9 @@ use std::time::Duration;
 use ringmetrics::{Aggregator, Config, DropReason, Kind, ManualClock, Resolution, Series};
 use ringmetrics_postgres::{ReadQuery, ReadSeries, SyncError, Syncer, SyncerConfig};
 
+#[cfg(test)]
+mod rust_bench;
+
 /// Every result code. Values are stable across releases.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -72,6 +72,28 @@ class _Session:
         self.syncer: Syncer | None = None
 
 
+async def _flushed(syncer: Syncer) -> dict[str, int]:
+    """``syncer.flush(FLUSH_TIMEOUT)`` without blocking the event loop: the
+    flush runs on a Rust helper thread that signals a socket the loop
+    watches. (``asyncio.to_thread`` would block the loop while it starts its
+    first worker thread, and the worker would need the GIL back to report.)"""
+    pending = syncer.flush_in_background(FLUSH_TIMEOUT)
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    fd = pending.fileno()
+    try:
+        loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+    except NotImplementedError:  # loops without add_reader (Windows' proactor)
+        while not pending.done():
+            await asyncio.sleep(0.01)
+        return pending.result()
+    try:
+        await done
+    finally:
+        loop.remove_reader(fd)
+    return pending.result()
+
+
 class Metrics(_ChancyMetrics):
     """Chancy's ``Metrics`` plugin, recording into ringmetrics.
 
@@ -224,7 +246,7 @@ class Metrics(_ChancyMetrics):
                     continue
                 syncer = self._syncer(session, chancy)
                 try:
-                    await asyncio.to_thread(syncer.flush, FLUSH_TIMEOUT)
+                    await _flushed(syncer)
                 except Exception as exc:  # keep flushing the other sessions
                     first_error = first_error or exc
             self._read_cache.clear()

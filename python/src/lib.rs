@@ -354,7 +354,7 @@ impl Aggregator {
         let session_id = config.session_id.to_string();
         let syncer = ringmetrics_postgres::Syncer::start(self.inner.clone(), config)?;
         Ok(Syncer {
-            inner: Mutex::new(Some(syncer)),
+            inner: Mutex::new(Some(Arc::new(syncer))),
             session_id,
         })
     }
@@ -395,7 +395,9 @@ impl Handle {
 /// The background thread writing an aggregator into Chancy's tables.
 #[pyclass(module = "ringmetrics._native", frozen)]
 struct Syncer {
-    inner: Mutex<Option<ringmetrics_postgres::Syncer>>,
+    /// Shared with flushes in progress, so the lock is never held while one
+    /// waits: `status()` (called on the event loop) never blocks on a flush.
+    inner: Mutex<Option<Arc<ringmetrics_postgres::Syncer>>>,
     session_id: String,
 }
 
@@ -407,6 +409,12 @@ fn report<'py>(py: Python<'py>, r: FlushReport) -> PyResult<Bound<'py, PyDict>> 
     Ok(d)
 }
 
+impl Syncer {
+    fn running(&self) -> Result<Arc<ringmetrics_postgres::Syncer>, SyncError> {
+        self.inner.lock().clone().ok_or(SyncError::Stopped)
+    }
+}
+
 #[pymethods]
 impl Syncer {
     /// Write every changed chunk now; waits (without the GIL) at most
@@ -415,30 +423,70 @@ impl Syncer {
     #[pyo3(signature = (timeout=30.0))]
     fn flush<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyDict>> {
         let timeout = Duration::from_secs_f64(timeout.max(0.0));
-        let result = py.detach(|| {
-            let guard = self.inner.lock();
-            match guard.as_ref() {
-                Some(s) => s.flush(timeout),
-                None => Err(SyncError::Stopped),
-            }
-        });
+        let result = py.detach(|| self.running()?.flush(timeout));
         report(py, result.map_err(Error::from)?)
     }
 
-    /// Final flush and stop the thread (waits at most `timeout` seconds).
+    /// Start `flush(timeout)` on a helper thread and return at once. The
+    /// returned PendingFlush's `fileno()` becomes readable when it is done
+    /// (for an event loop's `add_reader`); its `result()` then returns the
+    /// report or raises as `flush` would. Nothing here waits or takes a
+    /// Python thread.
+    #[pyo3(signature = (timeout=30.0))]
+    fn flush_in_background(&self, timeout: f64) -> Result<PendingFlush, Error> {
+        let timeout = Duration::from_secs_f64(timeout.max(0.0));
+        let syncer = self.running();
+        let (reader, writer) = std::os::unix::net::UnixStream::pair()
+            .map_err(|e| Error::Value(format!("cannot create a notification socket: {e}")))?;
+        let shared = Arc::new(Pending {
+            reader,
+            writer,
+            result: Mutex::new(None),
+        });
+        let done = shared.clone();
+        std::thread::Builder::new()
+            .name("ringmetrics-flush".into())
+            .spawn(move || done.finish(syncer.and_then(|s| s.flush(timeout))))
+            .map_err(|e| Error::Value(format!("cannot start a flush thread: {e}")))?;
+        Ok(PendingFlush(shared))
+    }
+
+    /// Final flush and stop the thread (waits at most `timeout` seconds,
+    /// including for flushes in progress elsewhere to finish).
     #[pyo3(signature = (timeout=30.0))]
     fn stop<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyDict>> {
         let timeout = Duration::from_secs_f64(timeout.max(0.0));
-        let result = py.detach(|| match self.inner.lock().take() {
-            Some(s) => s.stop(timeout),
-            None => Ok(FlushReport::default()),
+        let result = py.detach(|| {
+            let Some(mut syncer) = self.inner.lock().take() else {
+                return Ok(FlushReport::default());
+            };
+            let deadline = std::time::Instant::now() + timeout;
+            loop {
+                match Arc::try_unwrap(syncer) {
+                    Ok(s) => return s.stop(deadline.saturating_duration_since(std::time::Instant::now())),
+                    Err(shared) if std::time::Instant::now() >= deadline => {
+                        // Still running: keep it usable.
+                        *self.inner.lock() = Some(shared);
+                        return Err(SyncError::Timeout);
+                    }
+                    Err(shared) => {
+                        syncer = shared;
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            }
         });
         report(py, result.map_err(Error::from)?)
     }
 
     /// The syncer's health as a dict.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s: SyncStatus = self.inner.lock().as_ref().map(|s| s.status()).unwrap_or_default();
+        let s: SyncStatus = self
+            .inner
+            .lock()
+            .as_ref()
+            .map(|s| s.status())
+            .unwrap_or_default();
         let d = PyDict::new(py);
         d.set_item(
             "last_success",
@@ -461,6 +509,52 @@ impl Syncer {
     #[getter]
     fn session_id(&self) -> String {
         self.session_id.clone()
+    }
+}
+
+/// What a background flush shares with its PendingFlush.
+struct Pending {
+    /// Readable once the flush is done (one byte is written to `writer`).
+    /// Both ends live as long as either side, so the write never hits a
+    /// closed socket.
+    reader: std::os::unix::net::UnixStream,
+    writer: std::os::unix::net::UnixStream,
+    result: Mutex<Option<Result<FlushReport, SyncError>>>,
+}
+
+impl Pending {
+    fn finish(&self, result: Result<FlushReport, SyncError>) {
+        use std::io::Write;
+        *self.result.lock() = Some(result);
+        // A socket pair's buffer always has room for one byte.
+        let _ = (&self.writer).write_all(&[1]);
+    }
+}
+
+/// A flush running in the background (see `Syncer.flush_in_background`).
+#[pyclass(module = "ringmetrics._native", frozen)]
+struct PendingFlush(Arc<Pending>);
+
+#[pymethods]
+impl PendingFlush {
+    /// A file descriptor that becomes readable when the flush is done.
+    fn fileno(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.0.reader.as_raw_fd()
+    }
+
+    /// True once the flush is done.
+    fn done(&self) -> bool {
+        self.0.result.lock().is_some()
+    }
+
+    /// The flush's report; raises as `Syncer.flush` would, or RuntimeError
+    /// if it is not done yet.
+    fn result<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        match self.0.result.lock().clone() {
+            None => Err(pyo3::exceptions::PyRuntimeError::new_err("the flush is still running")),
+            Some(r) => report(py, r.map_err(Error::from)?),
+        }
     }
 }
 
@@ -525,6 +619,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     fast::install_record_methods(m.py())?;
     recorder::install_recorder(m)?;
     m.add_class::<Syncer>()?;
+    m.add_class::<PendingFlush>()?;
     m.add_function(wrap_pyfunction!(read_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(cleanup, m)?)?;
     m.add("StorageError", m.py().get_type::<StorageError>())?;

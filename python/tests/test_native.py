@@ -256,3 +256,61 @@ def test_record_methods_take_positional_and_keyword_arguments():
             call()
     assert agg.snapshot("c")[0][1] == 7, "refused calls record nothing"
     assert agg.drops()["conflict"] == 1
+
+
+def silent_server():
+    """A server that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    return server, f"host=127.0.0.1 port={server.getsockname()[1]} user=x connect_timeout=1"
+
+
+def test_flush_in_background_signals_a_socket_and_reports_like_flush(dsn, prefix):
+    import select
+
+    agg = Aggregator(4, clock=ManualClock(T0))
+    agg.increment_counter("c", 1)
+    syncer = agg.start_syncer(dsn, prefix=prefix, interval=3600)
+    pending = syncer.flush_in_background(30)
+    readable, _, _ = select.select([pending.fileno()], [], [], 30)
+    assert readable and pending.done()
+    assert pending.result()["rows_written"] == 4
+    assert pending.result()["rows_written"] == 4, "the result can be read again"
+    syncer.stop()
+    stopped = syncer.flush_in_background()
+    select.select([stopped.fileno()], [], [], 5)
+    with pytest.raises(StorageError, match="stopped"):
+        stopped.result()
+
+
+def test_status_and_background_flushes_never_wait_on_a_flush_in_progress():
+    import select
+
+    server, silent = silent_server()
+    with server:
+        agg = Aggregator(4)
+        agg.increment_counter("c", 1)
+        syncer = agg.start_syncer(silent, interval=3600)
+        blocking = threading.Thread(target=lambda: pytest.raises(StorageError, syncer.flush, timeout=10))
+        blocking.start()
+        time.sleep(0.2)  # the flush now waits on the silent server
+        started = time.monotonic()
+        assert syncer.status()["running"]
+        pending = syncer.flush_in_background(10)
+        assert time.monotonic() - started < 0.5, "status() and flush_in_background() returned at once"
+        assert not pending.done()
+        with pytest.raises(RuntimeError, match="still running"):
+            pending.result()
+        # stop() waits for flushes in progress elsewhere, up to its timeout.
+        with pytest.raises(TimeoutError):
+            syncer.stop(timeout=0.2)
+        assert syncer.status()["running"], "a stop that timed out keeps the syncer"
+        readable, _, _ = select.select([pending.fileno()], [], [], 60)
+        assert readable
+        with pytest.raises((StorageError, TimeoutError)):  # queued behind the first flush
+            pending.result()
+        blocking.join()
+        with pytest.raises(StorageError):
+            syncer.stop(timeout=30)  # the final flush fails too; the thread stops
+        assert not syncer.status()["running"]

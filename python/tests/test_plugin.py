@@ -346,3 +346,22 @@ async def test_record_calls_do_not_block_the_loop_while_postgres_is_slow(dsn, pr
         await asyncio.gather(plugin.flush(chancy), ticker())
         assert max(gaps) < 0.05, f"the event loop stalled {max(gaps) * 1000:.1f} ms during a flush"
         assert len(await plugin.list_metrics(chancy)) == 2000
+
+
+async def test_flush_starts_no_python_thread(dsn, prefix, monkeypatch):
+    # Waiting on the syncer takes no Python thread: starting one blocks the
+    # event loop until it runs, and it would need the GIL back to report.
+    import threading
+
+    plugin = Metrics(sync_interval=3600)
+    async with app(dsn, prefix, plugin) as chancy:
+        await chancy.migrate()
+        await plugin.increment_counter("c", 1)
+
+        def no_threads(self):
+            raise AssertionError("flush started a Python thread")
+
+        monkeypatch.setattr(threading.Thread, "start", no_threads)
+        await plugin.flush(chancy)
+        monkeypatch.undo()
+        assert summary(await plugin.get_metrics(chancy, resolution="1min"), "c") == 1.0

@@ -469,6 +469,12 @@ fn text<'a>(ptr: *const c_char, len: usize) -> Result<&'a str, rm_result> {
     }
     // SAFETY: the caller promises `len` readable bytes at `ptr`.
     let bytes = unsafe { std::slice::from_raw_parts(ptr as *const u8, len) };
+    // Keys and units are nearly always ASCII: a word-at-a-time check, where
+    // `from_utf8` walks a short string byte by byte.
+    if bytes.is_ascii() {
+        // SAFETY: ASCII is valid UTF-8.
+        return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
     std::str::from_utf8(bytes).map_err(|_| {
         remember("a string was not valid UTF-8".into());
         RM_INVALID_UTF8
@@ -568,8 +574,10 @@ fn done(r: Result<(), ringmetrics::Error>) -> rm_result {
 // when that is its only call site in this crate: `rm_record` is the only
 // caller of `Aggregator::record`, `rm_record_at` of `Aggregator::record_at`
 // and `rm_record_key` of the registry lookup. The key paths end in a call
-// to `rm_record` / `rm_record_at`, and the rest registers through the
-// core's out-of-line `register`, so no second copy competes.
+// to `rm_record` / `rm_record_at`; `rm_record_key_at` looks keys up and the
+// slow path registers them through the core's out-of-line `lookup` and
+// `register`, so no second copy competes. Check a change with
+// `tests/c/bench.sh --callgrind`.
 
 /// Record `value` into `series` at the aggregator's time. Lock-free, no
 /// allocation.
@@ -636,7 +644,8 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 
 /// The handle of a registered `key` whose kind and unit match, with no
 /// UTF-8 check (only valid keys are ever registered, so a match is valid).
-/// `None` for anything else. Only [`rm_record_key`] calls it.
+/// `None` for anything else. Only [`rm_record_key`] calls it: the registry
+/// lookup it inlines has no other call site in this crate.
 #[inline(always)]
 fn known_series(
     a: &rm_aggregator,
@@ -648,11 +657,33 @@ fn known_series(
 ) -> Option<rm_series> {
     let (k, u) = (bytes(key, key_len)?, bytes(unit, unit_len)?);
     let owner = a.owner()?;
-    let info = a.agg.lookup_bytes(k)?;
-    let unit_matches = if u.is_empty() {
+    matching(a.agg.lookup_bytes(k)?, kind, u, owner)
+}
+
+/// [`known_series`] for [`rm_record_key_at`], through the core's
+/// out-of-line lookup (so the key's UTF-8 is checked first).
+#[inline(always)]
+fn known_series_checked(
+    a: &rm_aggregator,
+    kind: Kind,
+    key: *const c_char,
+    key_len: usize,
+    unit: *const c_char,
+    unit_len: usize,
+) -> Option<rm_series> {
+    let (k, u) = (text(key, key_len).ok()?, bytes(unit, unit_len)?);
+    let owner = a.owner()?;
+    matching(a.agg.lookup(k)?, kind, u, owner)
+}
+
+/// The handle of `info` if its kind is `kind` and its unit `unit` (empty:
+/// the kind's default).
+#[inline(always)]
+fn matching(info: ringmetrics::SeriesInfo<'_>, kind: Kind, unit: &[u8], owner: u32) -> Option<rm_series> {
+    let unit_matches = if unit.is_empty() {
         info.unit == kind.default_unit()
     } else {
-        same_bytes(info.unit.as_bytes(), u)
+        same_bytes(info.unit.as_bytes(), unit)
     };
     (info.kind == kind && unit_matches).then_some(rm_series {
         id: info.id,
@@ -790,8 +821,13 @@ pub unsafe extern "C" fn rm_record_key_at(
         let Some(kind) = crate::kind(kind) else {
             return RM_INVALID_ARGUMENT;
         };
-        // SAFETY: the caller's promises are `record_key_slow`'s.
-        unsafe { record_key_slow(agg, a, kind, key, key_len, unit, unit_len, value, Some(at_nanos)) }
+        // SAFETY: the caller's promises are `rm_record_at`'s and `record_key_slow`'s.
+        unsafe {
+            match known_series_checked(a, kind, key, key_len, unit, unit_len) {
+                Some(s) => rm_record_at(agg, s, value, at_nanos),
+                None => record_key_slow(agg, a, kind, key, key_len, unit, unit_len, value, Some(at_nanos)),
+            }
+        }
     })
 }
 

@@ -220,6 +220,14 @@ static void test_record_key_paths(void) {
     CHECK(day_sum(a, RM_HISTOGRAM, key, unit) == 3.0);
   }
 
+  /* Non-ASCII UTF-8 keys and units, by key and at a time. */
+  EXPECT(rm_record_key(a, RM_HISTOGRAM, "caf\xc3\xa9", 5, "\xc2\xb5s", 3, 1.0), RM_OK);
+  EXPECT(rm_record_key(a, RM_HISTOGRAM, "caf\xc3\xa9", 5, "\xc2\xb5s", 3, 2.0), RM_OK);
+  EXPECT(rm_record_key_at(a, RM_HISTOGRAM, "caf\xc3\xa9", 5, "\xc2\xb5s", 3, 4.0, T0 * NS), RM_OK);
+  EXPECT(rm_record_key_at(a, RM_HISTOGRAM, "caf\xc3", 4, "\xc2\xb5s", 3, 4.0, T0 * NS), RM_INVALID_UTF8);
+  EXPECT(rm_record_key_at(a, RM_HISTOGRAM, "caf\xc3\xa9", 5, "\xc2", 1, 4.0, T0 * NS), RM_INVALID_UTF8);
+  CHECK(day_sum(a, RM_HISTOGRAM, "caf\xc3\xa9", "\xc2\xb5s") == 7.0);
+
   /* A bad value is refused before a new key is registered, and counted. */
   EXPECT(rm_drops_read(a, &d, &count), RM_OK);
   size_t before = count;

@@ -110,39 +110,49 @@ def native_record(results):
 FLUSH_RUNS = 3
 
 
+async def longest_gap(until):
+    """Longest gap in ms of a 1 ms ticker on this loop until `until` is set."""
+    gaps = []
+    last = time.perf_counter()
+    while not until.is_set():
+        await asyncio.sleep(0.001)
+        now = time.perf_counter()
+        gaps.append(now - last)
+        last = now
+    return max(gaps) * 1e3
+
+
 async def one_flush_stall(dsn, plugin, series):
-    """(longest gap of a 1 ms ticker, wall time) in ms while `series`
-    changed series flush, in a fresh Chancy app and tables."""
+    """(longest gap of a 1 ms ticker, wall time, longest gap with no flush
+    for as long: the control) in ms while `series` changed series flush, in
+    a fresh Chancy app and tables."""
     prefix = f"bench_{uuid.uuid4().hex[:8]}_"
     async with Chancy(dsn, prefix=prefix, plugins=[plugin], notifications=False) as chancy:
         await chancy.migrate()
         await plugin.flush(chancy)  # warm: connections, schema
         for i in range(series):
             await plugin.increment_counter(f"stall:{i}", 1)
-        gaps = []
         done = asyncio.Event()
-
-        async def ticker():
-            last = time.perf_counter()
-            while not done.is_set():
-                await asyncio.sleep(0.001)
-                now = time.perf_counter()
-                gaps.append(now - last)
-                last = now
-
-        task = asyncio.create_task(ticker())
+        task = asyncio.create_task(longest_gap(done))
         await asyncio.sleep(0.01)
         t = time.perf_counter()
         await plugin.flush(chancy)
         elapsed = time.perf_counter() - t
         done.set()
-        await task
+        stall = await task
+        # The control: the same ticker, as long, with nothing else running
+        # in this process (what the machine itself costs the loop).
+        idle = asyncio.Event()
+        task = asyncio.create_task(longest_gap(idle))
+        await asyncio.sleep(elapsed + 0.01)
+        idle.set()
+        control = await task
     with psycopg.connect(dsn, autocommit=True) as conn:
         for (table,) in conn.execute(
             "SELECT tablename FROM pg_tables WHERE schemaname='public' AND starts_with(tablename, %s)", [prefix]
         ).fetchall():
             conn.execute(f'DROP TABLE IF EXISTS "{table}" CASCADE')
-    return max(gaps) * 1e3, elapsed * 1e3
+    return stall, elapsed * 1e3, control
 
 
 async def flush_stall(dsn, results, series=10_000):
@@ -171,6 +181,10 @@ async def flush_stall(dsn, results, series=10_000):
     results[f"flush of {series:,} changed series, wall time (ms), median of {FLUSH_RUNS}"] = (
         med("ours", 1),
         med("chancy", 1),
+    )
+    results[f"control: longest loop gap with no flush, as long (ms), median of {FLUSH_RUNS}"] = (
+        med("ours", 2),
+        med("chancy", 2),
     )
 
 

@@ -5,11 +5,13 @@
 //!
 //! In the core's example the value `1.0` and the unit `"count"` are
 //! constants the optimizer sees. Its private copy of the core's
-//! `Aggregator::record_inner` has only those two call sites, so LLVM
-//! specializes it for `value == 1.0` (the finiteness check and the
-//! validation branch disappear), and the unit comparison folds against the
-//! literal. A C caller's value and unit are run-time data, so no build of
-//! the library can do that for it.
+//! `Aggregator::record_inner` has only those two call sites, both passing
+//! `1.0`, so LLVM specializes it for that value (its finiteness check is
+//! gone), and the unit comparison folds against the literal instead of
+//! calling `memcmp`. A C caller's value and unit are run-time data: no
+//! build of the library can do that for it. (Measured with
+//! `tests/c/bench.sh --callgrind` and a copy of the example: 11 fewer
+//! instructions per record by handle, 53 by key.)
 //!
 //! Prints `rust_opaque_handle_ns X` and `rust_opaque_key_ns Y` (medians of
 //! `RM_BENCH_RUNS` (7) runs of `RM_BENCH_N` (5M) calls; `RM_BENCH_ONLY=handle`

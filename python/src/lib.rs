@@ -433,11 +433,10 @@ impl Syncer {
     /// report or raises as `flush` would. Nothing here waits or takes a
     /// Python thread.
     #[pyo3(signature = (timeout=30.0))]
-    fn flush_in_background(&self, timeout: f64) -> Result<PendingFlush, Error> {
+    fn flush_in_background(&self, timeout: f64) -> PyResult<PendingFlush> {
         let timeout = Duration::from_secs_f64(timeout.max(0.0));
         let syncer = self.running();
-        let (reader, writer) = std::os::unix::net::UnixStream::pair()
-            .map_err(|e| Error::Value(format!("cannot create a notification socket: {e}")))?;
+        let (reader, writer) = std::os::unix::net::UnixStream::pair()?;
         let shared = Arc::new(Pending {
             reader,
             writer,
@@ -447,7 +446,7 @@ impl Syncer {
         std::thread::Builder::new()
             .name("ringmetrics-flush".into())
             .spawn(move || done.finish(syncer.and_then(|s| s.flush(timeout))))
-            .map_err(|e| Error::Value(format!("cannot start a flush thread: {e}")))?;
+            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start a flush thread: {e}")))?;
         Ok(PendingFlush(shared))
     }
 

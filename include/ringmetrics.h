@@ -303,54 +303,6 @@ rm_result rm_register(const rm_aggregator *agg,
                       size_t unit_len,
                       rm_series *out);
 
-// Record `value` into `series` at the aggregator's time. Lock-free, no
-// allocation.
-//
-// Thread safety: any number of threads at once, on the same or different
-// series.
-//
-// # Safety
-// `agg` NULL or live.
-rm_result rm_record(const rm_aggregator *agg, rm_series series, double value);
-
-// Record `value` observed at `at_nanos` (nanoseconds since the epoch).
-//
-// Thread safety: as [`rm_record`].
-//
-// # Safety
-// `agg` NULL or live.
-rm_result rm_record_at(const rm_aggregator *agg, rm_series series, double value, int64_t at_nanos);
-
-// Record `value` into `key` (registering it with `kind` and `unit` if new)
-// at the aggregator's time. Lock-free for a known key.
-//
-// Thread safety: any number of threads at once.
-//
-// # Safety
-// `agg` NULL or live; `key`/`unit` readable for their lengths.
-rm_result rm_record_key(const rm_aggregator *agg,
-                        uint32_t kind,
-                        const char *key,
-                        size_t key_len,
-                        const char *unit,
-                        size_t unit_len,
-                        double value);
-
-// [`rm_record_key`] at an explicit time (nanoseconds since the epoch).
-//
-// Thread safety: any number of threads at once.
-//
-// # Safety
-// As [`rm_record_key`].
-rm_result rm_record_key_at(const rm_aggregator *agg,
-                           uint32_t kind,
-                           const char *key,
-                           size_t key_len,
-                           const char *unit,
-                           size_t unit_len,
-                           double value,
-                           int64_t at_nanos);
-
 // Copy the buckets of `series` at `resolution` starting in
 // `[from_secs, to_secs)`, oldest first, into `buf` (capacity `cap`). On
 // success `*written` is the count. If `cap` is too small, nothing is
@@ -498,6 +450,54 @@ rm_result rm_read_result_point(const rm_read_result *result,
 // # Safety
 // `result` NULL or from [`rm_read_metrics`], not used afterwards.
 void rm_read_result_free(rm_read_result *result);
+
+// Record `value` into `series` at the aggregator's time. Lock-free, no
+// allocation.
+//
+// Thread safety: any number of threads at once, on the same or different
+// series.
+//
+// # Safety
+// `agg` NULL or live.
+rm_result rm_record(const rm_aggregator *agg, rm_series series, double value);
+
+// Record `value` into `key` (registering it with `kind` and `unit` if new)
+// at the aggregator's time. Lock-free for a known key.
+//
+// Thread safety: any number of threads at once.
+//
+// # Safety
+// `agg` NULL or live; `key`/`unit` readable for their lengths.
+rm_result rm_record_key(const rm_aggregator *agg,
+                        uint32_t kind,
+                        const char *key,
+                        size_t key_len,
+                        const char *unit,
+                        size_t unit_len,
+                        double value);
+
+// Record `value` observed at `at_nanos` (nanoseconds since the epoch).
+//
+// Thread safety: as [`rm_record`].
+//
+// # Safety
+// `agg` NULL or live.
+rm_result rm_record_at(const rm_aggregator *agg, rm_series series, double value, int64_t at_nanos);
+
+// [`rm_record_key`] at an explicit time (nanoseconds since the epoch).
+//
+// Thread safety: any number of threads at once.
+//
+// # Safety
+// As [`rm_record_key`].
+rm_result rm_record_key_at(const rm_aggregator *agg,
+                           uint32_t kind,
+                           const char *key,
+                           size_t key_len,
+                           const char *unit,
+                           size_t unit_len,
+                           double value,
+                           int64_t at_nanos);
 
 #ifdef __cplusplus
 }  // extern "C"

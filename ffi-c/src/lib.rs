@@ -14,6 +14,9 @@
 //! Strings: keys and units are pointer + length (UTF-8, need not be
 //! NUL-terminated; NUL bytes inside are refused). Configuration strings
 //! (DSN, prefix, worker id) are NUL-terminated.
+//!
+//! The recording calls, the hot paths, live in `record.rs` (at the clock's
+//! time) and `record_at.rs` (at an explicit time); everything else is here.
 #![allow(non_camel_case_types)]
 #![warn(missing_docs, unsafe_op_in_unsafe_fn)]
 
@@ -24,11 +27,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ringmetrics::{Aggregator, Config, DropReason, Kind, ManualClock, Resolution, Series};
+use ringmetrics::{Aggregator, Config, Kind, ManualClock, Resolution, Series};
 use ringmetrics_postgres::{ReadQuery, ReadSeries, SyncError, Syncer, SyncerConfig};
 
+mod record;
+mod record_at;
 #[cfg(test)]
 mod rust_bench;
+
+pub use record::{rm_record, rm_record_key};
+pub use record_at::{rm_record_at, rm_record_key_at};
 
 /// Every result code. Values are stable across releases.
 #[repr(C)]
@@ -557,278 +565,6 @@ pub unsafe extern "C" fn rm_register(
 #[inline]
 fn series(s: rm_series) -> Option<Series> {
     Some(Series::from_raw(s.id, kind(s.kind)?, s.owner))
-}
-
-/// A core result as a result code. The error arm is out of line, so the
-/// success path stays a compare and a return.
-#[inline(always)]
-fn done(r: Result<(), ringmetrics::Error>) -> rm_result {
-    match r {
-        Ok(()) => RM_OK,
-        Err(e) => core_error(e),
-    }
-}
-
-// The recording paths are laid out for LLVM's inliner, which inlines the
-// local copy of a core `#[inline]` function into its caller for certain
-// when that is its only call site in this crate: `rm_record` is the only
-// caller of `Aggregator::record`, `rm_record_at` of `Aggregator::record_at`
-// and `rm_record_key` of the registry lookup. The key paths end in a call
-// to `rm_record` / `rm_record_at`; `rm_record_key_at` looks keys up and the
-// slow path registers them through the core's out-of-line `lookup` and
-// `register`, so no second copy competes. Check a change with
-// `tests/c/bench.sh --callgrind`.
-
-/// Record `value` into `series` at the aggregator's time. Lock-free, no
-/// allocation.
-///
-/// Thread safety: any number of threads at once, on the same or different
-/// series.
-///
-/// # Safety
-/// `agg` NULL or live.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn rm_record(agg: *const rm_aggregator, series: rm_series, value: f64) -> rm_result {
-    boundary(|| {
-        let Some(a) = agg_ref(agg) else { return RM_NULL_POINTER };
-        let Some(s) = crate::series(series) else {
-            return RM_UNKNOWN_SERIES;
-        };
-        done(a.agg.record(s, value))
-    })
-}
-
-/// Record `value` observed at `at_nanos` (nanoseconds since the epoch).
-///
-/// Thread safety: as [`rm_record`].
-///
-/// # Safety
-/// `agg` NULL or live.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn rm_record_at(
-    agg: *const rm_aggregator,
-    series: rm_series,
-    value: f64,
-    at_nanos: i64,
-) -> rm_result {
-    boundary(|| {
-        let Some(a) = agg_ref(agg) else { return RM_NULL_POINTER };
-        let Some(s) = crate::series(series) else {
-            return RM_UNKNOWN_SERIES;
-        };
-        done(a.agg.record_at(s, value, at_nanos))
-    })
-}
-
-/// Byte equality for short strings (units are usually under 16 bytes)
-/// without a call to `memcmp`: at most two overlapping loads per side.
-#[inline(always)]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
-    #[inline(always)]
-    fn ends<const N: usize>(a: &[u8], b: &[u8]) -> bool {
-        let (n, m) = (a.len(), a.len() - N);
-        a[..N] == b[..N] && a[m..n] == b[m..n]
-    }
-    let n = a.len();
-    if n != b.len() {
-        return false;
-    }
-    match n {
-        0 => true,
-        1..4 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
-        4..8 => ends::<4>(a, &b[..n]),
-        8..=16 => ends::<8>(a, &b[..n]),
-        _ => a == b,
-    }
-}
-
-/// The handle of a registered `key` whose kind and unit match, with no
-/// UTF-8 check (only valid keys are ever registered, so a match is valid).
-/// `None` for anything else. Only [`rm_record_key`] calls it: the registry
-/// lookup it inlines has no other call site in this crate.
-#[inline(always)]
-fn known_series(
-    a: &rm_aggregator,
-    kind: Kind,
-    key: *const c_char,
-    key_len: usize,
-    unit: *const c_char,
-    unit_len: usize,
-) -> Option<rm_series> {
-    let (k, u) = (bytes(key, key_len)?, bytes(unit, unit_len)?);
-    let owner = a.owner()?;
-    matching(a.agg.lookup_bytes(k)?, kind, u, owner)
-}
-
-/// [`known_series`] for [`rm_record_key_at`], through the core's
-/// out-of-line lookup (so the key's UTF-8 is checked first).
-#[inline(always)]
-fn known_series_checked(
-    a: &rm_aggregator,
-    kind: Kind,
-    key: *const c_char,
-    key_len: usize,
-    unit: *const c_char,
-    unit_len: usize,
-) -> Option<rm_series> {
-    let (k, u) = (text(key, key_len).ok()?, bytes(unit, unit_len)?);
-    let owner = a.owner()?;
-    matching(a.agg.lookup(k)?, kind, u, owner)
-}
-
-/// The handle of `info` if its kind is `kind` and its unit `unit` (empty:
-/// the kind's default).
-#[inline(always)]
-fn matching(info: ringmetrics::SeriesInfo<'_>, kind: Kind, unit: &[u8], owner: u32) -> Option<rm_series> {
-    let unit_matches = if unit.is_empty() {
-        info.unit == kind.default_unit()
-    } else {
-        same_bytes(info.unit.as_bytes(), unit)
-    };
-    (info.kind == kind && unit_matches).then_some(rm_series {
-        id: info.id,
-        kind: kind as u32,
-        owner,
-    })
-}
-
-/// Record by handle, at the clock's time or at `at`.
-///
-/// # Safety
-/// `agg` NULL or live.
-#[inline(always)]
-unsafe fn record_handle(agg: *const rm_aggregator, s: rm_series, value: f64, at: Option<i64>) -> rm_result {
-    // SAFETY: by this function's contract.
-    unsafe {
-        match at {
-            None => rm_record(agg, s, value),
-            Some(at) => rm_record_at(agg, s, value, at),
-        }
-    }
-}
-
-/// Count a refusal made before the aggregator saw the record.
-fn refused(a: &rm_aggregator, code: rm_result, reason: DropReason) -> rm_result {
-    if code == RM_INVALID_UTF8 {
-        a.agg.count_refused(reason);
-    }
-    code
-}
-
-/// Record by key the long way: UTF-8 checks, find or register, record
-/// through [`rm_record`] / [`rm_record_at`]. Same outcome and drop count as
-/// the core's `record_key`. All of [`rm_record_key_at`]; [`rm_record_key`]
-/// for a key it does not know yet.
-///
-/// # Safety
-/// As [`rm_record_key`].
-#[inline(never)]
-#[allow(clippy::too_many_arguments)]
-unsafe fn record_key_slow(
-    agg: *const rm_aggregator,
-    a: &rm_aggregator,
-    kind: Kind,
-    key: *const c_char,
-    key_len: usize,
-    unit: *const c_char,
-    unit_len: usize,
-    value: f64,
-    at: Option<i64>,
-) -> rm_result {
-    let key = match text(key, key_len) {
-        Ok(k) => k,
-        Err(e) => return refused(a, e, DropReason::InvalidKey),
-    };
-    let unit = match text(unit, unit_len) {
-        Ok("") => kind.default_unit(),
-        Ok(u) => u,
-        Err(e) => return refused(a, e, DropReason::InvalidUnit),
-    };
-    // As in the core's `record_key`: the value is checked before a new key
-    // is registered, so a bad value never creates a series.
-    if !value.is_finite() {
-        a.agg.count_refused(DropReason::NonFiniteValue);
-        return core_error(ringmetrics::Error::NonFiniteValue(value));
-    }
-    match a.agg.register(kind, key, unit) {
-        Ok(s) => {
-            a.learn_owner(s);
-            let (id, kind, owner) = s.to_raw();
-            let s = rm_series {
-                id,
-                kind: kind as u32,
-                owner,
-            };
-            // SAFETY: by this function's contract.
-            unsafe { record_handle(agg, s, value, at) }
-        }
-        Err(e) => core_error(e),
-    }
-}
-
-/// Record `value` into `key` (registering it with `kind` and `unit` if new)
-/// at the aggregator's time. Lock-free for a known key.
-///
-/// Thread safety: any number of threads at once.
-///
-/// # Safety
-/// `agg` NULL or live; `key`/`unit` readable for their lengths.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn rm_record_key(
-    agg: *const rm_aggregator,
-    kind: u32,
-    key: *const c_char,
-    key_len: usize,
-    unit: *const c_char,
-    unit_len: usize,
-    value: f64,
-) -> rm_result {
-    boundary(|| {
-        let Some(a) = agg_ref(agg) else { return RM_NULL_POINTER };
-        let Some(kind) = crate::kind(kind) else {
-            return RM_INVALID_ARGUMENT;
-        };
-        // SAFETY: the caller's promises are `rm_record`'s and `record_key_slow`'s.
-        unsafe {
-            match known_series(a, kind, key, key_len, unit, unit_len) {
-                Some(s) => rm_record(agg, s, value),
-                None => record_key_slow(agg, a, kind, key, key_len, unit, unit_len, value, None),
-            }
-        }
-    })
-}
-
-/// [`rm_record_key`] at an explicit time (nanoseconds since the epoch).
-///
-/// Thread safety: any number of threads at once.
-///
-/// # Safety
-/// As [`rm_record_key`].
-#[unsafe(no_mangle)]
-#[allow(clippy::too_many_arguments)]
-pub unsafe extern "C" fn rm_record_key_at(
-    agg: *const rm_aggregator,
-    kind: u32,
-    key: *const c_char,
-    key_len: usize,
-    unit: *const c_char,
-    unit_len: usize,
-    value: f64,
-    at_nanos: i64,
-) -> rm_result {
-    boundary(|| {
-        let Some(a) = agg_ref(agg) else { return RM_NULL_POINTER };
-        let Some(kind) = crate::kind(kind) else {
-            return RM_INVALID_ARGUMENT;
-        };
-        // SAFETY: the caller's promises are `rm_record_at`'s and `record_key_slow`'s.
-        unsafe {
-            match known_series_checked(a, kind, key, key_len, unit, unit_len) {
-                Some(s) => rm_record_at(agg, s, value, at_nanos),
-                None => record_key_slow(agg, a, kind, key, key_len, unit, unit_len, value, Some(at_nanos)),
-            }
-        }
-    })
 }
 
 /// One bucket's absolute values.

@@ -18,7 +18,7 @@ cc -std=c11 -O2 -I include tests/c/bench.c target/release/libringmetrics.a -lpth
 rust_test=$(cargo test --release --locked -p ringmetrics-ffi --lib --no-run 2>&1 |
   sed -n 's/.*Executable unittests src\/lib.rs (\(.*\))$/\1/p' | tail -1)
 [ -x "$rust_test" ] || { echo "bench: no test binary for ringmetrics-ffi" >&2; exit 1; }
-opaque() { RM_BENCH_N=${1:-5000000} RM_BENCH_RUNS=${2:-7} RM_BENCH_ONLY=${3:-} "$rust_test" --ignored --exact rust_bench::rust_bench --nocapture --test-threads 1 2>/dev/null | grep -o 'rust_opaque_[a-z]*_ns [0-9.]*'; }
+opaque() { "$rust_test" --ignored --exact rust_bench::rust_bench --nocapture --test-threads 1 2>/dev/null | grep -o 'rust_opaque_[a-z]*_ns [0-9.]*'; }
 
 if [ "${1:-}" = "--callgrind" ]; then
   # Instructions per call: (count(N calls) - count(0 calls)) / N, one loop at a time.
@@ -40,12 +40,12 @@ fi
 rounds=5
 all=$(for _ in $(seq $rounds); do target/c/bench; target/release/examples/bench_record; opaque; done)
 med() { printf '%s\n' "$all" | awk -v k="$1" '$1 == k { print $2 }' | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-diff() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
+minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a - b }'; }
 printf '| record | Rust (ns) | Rust, arguments opaque (ns) | C ABI (ns) | C - Rust (ns) | C - Rust, arguments opaque (ns) | goal |\n'
 printf '|---|---:|---:|---:|---:|---:|---|\n'
 for which in handle key; do
   r=$(med rust_${which}_ns) o=$(med rust_opaque_${which}_ns) c=$(med c_${which}_ns)
   goal=$([ $which = handle ] && echo "within 2 ns" || echo "within 10 ns")
-  printf '| by %s | %s | %s | %s | %s | %s | %s |\n' "$which" "$r" "$o" "$c" "$(diff "$c" "$r")" "$(diff "$c" "$o")" "$goal"
+  printf '| by %s | %s | %s | %s | %s | %s | %s |\n' "$which" "$r" "$o" "$c" "$(minus "$c" "$r")" "$(minus "$c" "$o")" "$goal"
 done
 printf '\nMedians of %d interleaved rounds, each the median of 7 x 5M calls.\n' "$rounds"

@@ -96,7 +96,12 @@ fn known_series(
 #[inline(always)]
 pub(crate) fn matching(info: ringmetrics::SeriesInfo<'_>, kind: Kind, unit: &[u8], owner: u32) -> Option<rm_series> {
     let unit_matches = if unit.is_empty() {
-        info.unit == kind.default_unit()
+        // Against each literal, so the comparison compiles to two loads.
+        match kind {
+            Kind::Counter => info.unit == Kind::Counter.default_unit(),
+            Kind::Gauge => info.unit == Kind::Gauge.default_unit(),
+            Kind::Histogram => info.unit == Kind::Histogram.default_unit(),
+        }
     } else {
         same_bytes(info.unit.as_bytes(), unit)
     };

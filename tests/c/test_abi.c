@@ -197,6 +197,15 @@ static void test_record_key_paths(void) {
   EXPECT(rm_record_key(a, RM_GAUGE, "g", 1, "number", 6, 8.0), RM_OK);
   EXPECT(rm_record_key(a, RM_GAUGE, "g", 1, "count", 5, 8.0), RM_CONFLICT);
   EXPECT(rm_record_key(a, RM_HISTOGRAM, "g", 1, "number", 6, 8.0), RM_CONFLICT);
+  EXPECT(rm_record_key(a, RM_HISTOGRAM, "h", 1, NULL, 0, 1.0), RM_OK);
+  EXPECT(rm_record_key(a, RM_HISTOGRAM, "h", 1, NULL, 0, 2.0), RM_OK);
+  EXPECT(rm_record_key(a, RM_HISTOGRAM, "h", 1, "number", 6, 3.0), RM_OK);
+  EXPECT(rm_record_key(a, RM_COUNTER, "h", 1, NULL, 0, 3.0), RM_CONFLICT);
+  CHECK(day_sum(a, RM_HISTOGRAM, "h", NULL) == 6.0);
+  EXPECT(rm_record_key(a, RM_COUNTER, "n", 1, "number", 6, 1.0), RM_OK); /* not the default */
+  EXPECT(rm_record_key(a, RM_COUNTER, "n", 1, "number", 6, 1.0), RM_OK);
+  EXPECT(rm_record_key(a, RM_COUNTER, "n", 1, NULL, 0, 1.0), RM_CONFLICT);
+  EXPECT(rm_record_key(a, RM_GAUGE, "g", 1, NULL, 0, 9.0), RM_OK);
 
   /* Units of 1..24 bytes: equal is found, any other unit conflicts. */
   for (size_t len = 1; len <= 24; len++) {

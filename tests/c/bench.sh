@@ -32,6 +32,15 @@ if [ "${1:-}" = "--callgrind" ]; then
     r=$(per "$(irs $which $n)" "$(irs $which 0)")
     printf '| by %s | %s | %s | %s |\n' "$which" "$r" "$c" "$(awk "BEGIN { print $c - $r }")"
   done
+  # The layout ffi-c/src/record.rs relies on: the core's record path and
+  # registry lookup inlined into the exported functions, not called.
+  for f in rm_record rm_record_key; do
+    calls=$(objdump -d --no-show-raw-insn -C target/c/bench | awk -v f="<$f>:" '$2 == f, /^$/' |
+      grep -cE 'call.*<ringmetrics::(aggregator::Aggregator::(record|record_inner|lookup_bytes)|registry::Registry::find)>' || true)
+    printf '
+%s: %s out-of-line call(s) to the core'"'"'s record path or lookup (0 expected)' "$f" "$calls"
+  done
+  echo
   exit 0
 fi
 

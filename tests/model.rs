@@ -191,23 +191,52 @@ impl Model {
         }
     }
 
-    /// All buckets of a series at a resolution, as the aggregator reports.
+    /// All buckets of a series at a resolution, as the aggregator reports:
+    /// the ring as it will be once the pending minute is folded in (the
+    /// fold's drops are not counted: it has not happened yet).
     fn buckets(&self, s: usize, r: Resolution) -> Vec<Bucket> {
-        let mut out: Vec<Bucket> = self.series[s].rings[r.index()]
+        let mut ring = self.series[s].rings[r.index()].clone();
+        if let Some((m, a)) = self.series[s].acc
+            && a.count > 0
+        {
+            let depth = self.depth[r.index()];
+            let bucket = r.bucket_of(m * 60);
+            let idx = bucket.rem_euclid(depth);
+            let base = match ring.get(&idx) {
+                Some((b, v)) if *b == bucket => Some(*v),
+                Some((b, _)) if *b > bucket => None, // newer: the fold drops it
+                _ => Some(B {
+                    count: 0,
+                    sum: 0.0,
+                    min: f64::INFINITY,
+                    max: f64::NEG_INFINITY,
+                    last: 0.0,
+                    at: i64::MIN,
+                }),
+            };
+            if let Some(base) = base {
+                let mut sum = base.sum + a.sum;
+                let fits = sum.is_finite() || self.kind[s] == Kind::Gauge;
+                if fits {
+                    sum = sum.clamp(f64::MIN, f64::MAX);
+                    let later = a.at >= base.at;
+                    let n = B {
+                        count: base.count + a.count,
+                        sum,
+                        min: base.min.min(a.min),
+                        max: base.max.max(a.max),
+                        last: if later { a.last } else { base.last },
+                        at: if later { a.at } else { base.at },
+                    };
+                    ring.insert(idx, (bucket, n));
+                }
+            }
+        }
+        let mut out: Vec<Bucket> = ring
             .values()
             .filter(|(_, b)| b.count > 0)
             .map(|(bucket, b)| to_bucket(r.bucket_start(*bucket), b))
             .collect();
-        if let Some((m, a)) = self.series[s].acc
-            && a.count > 0
-        {
-            let start = r.bucket_start(r.bucket_of(m * 60));
-            let ab = to_bucket(start, &a);
-            match out.iter_mut().find(|x| x.start == start) {
-                Some(x) => x.merge(&ab),
-                None => out.push(ab),
-            }
-        }
         out.sort_by_key(|x| x.start);
         out
     }

@@ -12,7 +12,8 @@ use crate::drops::{DropCounters, DropReason, Drops};
 use crate::error::Error;
 use crate::registry::{Registry, SeriesInfo};
 use crate::series::{Accumulator, Outcome, SeriesRef, Slot};
-use crate::{Kind, Resolution, validate};
+use crate::stripe::Stripe;
+use crate::{Kind, Resolution, thread_slot, validate};
 
 const NANOS: i64 = 1_000_000_000;
 
@@ -67,6 +68,10 @@ pub struct Aggregator {
     /// Per resolution: `capacity * depth` slots; series `i` owns
     /// `[i * depth, (i + 1) * depth)`.
     rings: [Box<[Slot]>; 4],
+    /// `writers * capacity` stripes: stripe `w` of series `i` is at
+    /// `w * capacity + i`, so one thread's stripes are contiguous and two
+    /// threads never write the same cache line.
+    stripes: Box<[Stripe]>,
     drops: DropCounters,
     /// Distinguishes this aggregator's handles from another's.
     owner: u32,
@@ -98,6 +103,7 @@ impl Aggregator {
             registry: Registry::new(config.capacity, config.key_bytes, seed),
             accs: alloc::accumulators(config.capacity),
             rings: std::array::from_fn(|r| alloc::slots(config.capacity * config.buckets[r])),
+            stripes: alloc::stripes(config.capacity * config.writers),
             drops: DropCounters::new(),
             builtin: clock.builtin(),
             clock,
@@ -190,7 +196,10 @@ impl Aggregator {
     #[inline]
     pub fn record(&self, series: Series, value: f64) -> Result<(), Error> {
         let now = self.now();
-        self.record_inner(series, value, now, now).map_err(|e| self.count(e))
+        if self.record_in_stripe(series, value, now) {
+            return Ok(());
+        }
+        self.record_slow(series, value, now, now)
     }
 
     /// Record `value` observed at `at` (nanoseconds since the epoch).
@@ -200,6 +209,38 @@ impl Aggregator {
     #[inline]
     pub fn record_at(&self, series: Series, value: f64, at: Nanos) -> Result<(), Error> {
         let now = self.now();
+        if at <= now.saturating_add(self.config.max_future_secs * NANOS) && self.record_in_stripe(series, value, at) {
+            return Ok(());
+        }
+        self.record_slow(series, value, at, now)
+    }
+
+    /// The fast path: a valid record by the owner of a writer stripe, into
+    /// the stripe's minute. True when stored; false leaves everything to
+    /// [`Aggregator::record_slow`] (nothing was changed or counted). The
+    /// caller has checked `at` against the clock.
+    #[inline(always)]
+    fn record_in_stripe(&self, series: Series, value: f64, at: Nanos) -> bool {
+        if !(value.is_finite() && at >= 0 && series.owner == self.owner && series.id < self.registry.len()) {
+            return false;
+        }
+        let slot = thread_slot::current() as usize;
+        if slot >= self.config.writers {
+            return false;
+        }
+        match self.stripes.get(slot * self.config.capacity + series.id as usize) {
+            Some(stripe) if stripe.minute() == at / (60 * NANOS) + 1 => {
+                stripe.record(series.kind, value, at) == Outcome::Stored
+            }
+            _ => false,
+        }
+    }
+
+    /// Every other record: checks, the shared accumulator, rollovers, late
+    /// records, refusals (counted).
+    #[cold]
+    #[inline(never)]
+    fn record_slow(&self, series: Series, value: f64, at: Nanos, now: Nanos) -> Result<(), Error> {
         self.record_inner(series, value, at, now).map_err(|e| self.count(e))
     }
 
@@ -249,7 +290,15 @@ impl Aggregator {
         now: Nanos,
     ) -> Result<(), Error> {
         let series = match self.registry.lookup(key) {
-            Some(info) if info.kind == kind && info.unit == unit => self.handle(info.id, kind),
+            Some(info) if info.kind == kind && info.unit == unit => {
+                let series = self.handle(info.id, kind);
+                if at <= now.saturating_add(self.config.max_future_secs * NANOS)
+                    && self.record_in_stripe(series, value, at)
+                {
+                    return Ok(());
+                }
+                series
+            }
             _ => {
                 // Validate the value before registering, so a bad value never
                 // creates a series.
@@ -260,7 +309,7 @@ impl Aggregator {
         self.record_inner(series, value, at, now)
     }
 
-    #[inline]
+    #[inline(never)]
     fn record_inner(&self, series: Series, value: f64, at: Nanos, now: Nanos) -> Result<(), Error> {
         validate::value(value)?;
         if series.owner != self.owner || series.id >= self.registry.len() {
@@ -301,6 +350,8 @@ impl Aggregator {
             acc: &self.accs[id as usize],
             all_rings: &self.rings,
             depths: &self.config.buckets,
+            all_stripes: &self.stripes,
+            capacity: self.config.capacity,
             id: id as usize,
             kind,
         }
@@ -399,10 +450,11 @@ impl Aggregator {
                 .iter()
                 .map(|r| r.len() * std::mem::size_of::<Slot>())
                 .sum::<usize>()
+            + self.stripes.len() * std::mem::size_of::<Stripe>()
     }
 
-    /// Bytes of storage per series at this configuration: accumulator, ring
-    /// slots, registry entries and reserved key bytes.
+    /// Bytes of storage per series at this configuration: accumulator,
+    /// writer stripes, ring slots, registry entries and reserved key bytes.
     pub fn bytes_per_series(&self) -> usize {
         self.allocated_bytes() / self.config.capacity
     }
@@ -430,6 +482,19 @@ mod alloc {
         // SAFETY: `Slot` holds only std atomics, valid at zero; bucket tag 0
         // is the documented "never used" state.
         unsafe { b.assume_init() }
+    }
+
+    #[cfg(not(loom))]
+    pub(super) fn stripes(n: usize) -> Box<[Stripe]> {
+        let b = Box::<[Stripe]>::new_zeroed_slice(n);
+        // SAFETY: `Stripe` holds only std atomics, valid at zero; minute 0
+        // is the documented "empty" state.
+        unsafe { b.assume_init() }
+    }
+
+    #[cfg(loom)]
+    pub(super) fn stripes(n: usize) -> Box<[Stripe]> {
+        (0..n).map(|_| Stripe::new()).collect()
     }
 
     #[cfg(loom)]

@@ -84,4 +84,6 @@ pub struct SeriesVersion {
     pub(crate) seq: u64,
     pub(crate) minute: i64,
     pub(crate) count: u64,
+    /// Sum of the writer stripes' sequence numbers (each only grows).
+    pub(crate) stripes: u64,
 }

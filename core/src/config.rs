@@ -8,6 +8,11 @@ use crate::error::Error;
 /// of 5-minute buckets, a week of hours, 90 days.
 pub const DEFAULT_BUCKETS: [usize; 4] = [60, 288, 168, 90];
 
+/// Default writer stripes per series ([`Config::writers`]).
+pub const DEFAULT_WRITERS: usize = 8;
+/// Largest accepted [`Config::writers`].
+pub const MAX_WRITERS: usize = crate::series::MAX_WRITERS;
+
 /// Largest accepted bucket count per resolution.
 pub const MAX_BUCKETS: usize = 1 << 20;
 /// Largest accepted series capacity.
@@ -29,6 +34,13 @@ pub struct Config {
     /// (clock skew between machines). Later records are refused as
     /// [`crate::DropReason::InvalidTimestamp`]. Default 60.
     pub max_future_secs: i64,
+    /// Writer stripes per series (0..=64). The first `writers` threads of
+    /// the process that record (numbered from 0, a number reused after its
+    /// thread exits) each record into a stripe of their own, with plain
+    /// stores and no contention; further threads share an atomic
+    /// accumulator. Each stripe is 64 bytes per series, resident only once
+    /// its thread records into that series. Default 8.
+    pub writers: usize,
 }
 
 impl Default for Config {
@@ -45,6 +57,7 @@ impl Config {
             key_bytes: capacity.saturating_mul(96).saturating_add(1280),
             buckets: DEFAULT_BUCKETS,
             max_future_secs: 60,
+            writers: DEFAULT_WRITERS,
         }
     }
 
@@ -75,6 +88,9 @@ impl Config {
             if n == 0 || n > MAX_BUCKETS {
                 return bad("buckets", format!("{r} must hold 1..={MAX_BUCKETS} buckets, got {n}"));
             }
+        }
+        if self.writers > MAX_WRITERS {
+            return bad("writers", format!("must be 0..={MAX_WRITERS}, got {}", self.writers));
         }
         if !(0..=86_400).contains(&self.max_future_secs) {
             return bad(

@@ -22,7 +22,9 @@
 //!
 //! # How it works
 //! See `series.rs` for the record and rollover protocol (checked with loom in
-//! `tests/loom.rs`) and `registry.rs` for the lock-free key lookup.
+//! `tests/loom.rs`), `stripe.rs` and `thread_slot.rs` for the per-thread
+//! writer stripes that make a record a few plain stores, and `registry.rs`
+//! for the lock-free key lookup.
 #![warn(missing_docs, unsafe_op_in_unsafe_fn)]
 
 mod aggregator;
@@ -35,15 +37,24 @@ mod kind;
 mod registry;
 mod resolution;
 mod series;
+mod stripe;
 mod sync;
+mod thread_slot;
 pub mod validate;
 
 pub use aggregator::{Aggregator, Series};
 pub use bucket::{Bucket, SeriesData, SeriesVersion};
 pub use clock::{Builtin, Clock, ManualClock, Nanos, OverridableClock, SystemClock};
-pub use config::{Config, DEFAULT_BUCKETS, MAX_BUCKETS, MAX_SERIES};
+pub use config::{Config, DEFAULT_BUCKETS, DEFAULT_WRITERS, MAX_BUCKETS, MAX_SERIES, MAX_WRITERS};
 pub use drops::{DropReason, Drops};
 pub use error::Error;
 pub use kind::Kind;
 pub use registry::SeriesInfo;
 pub use resolution::{CHUNK_BUCKETS, Resolution};
+
+/// The writer slot the current thread holds (its stripe index in every
+/// aggregator), if it has recorded and holds one. For tests and diagnostics.
+#[doc(hidden)]
+pub fn current_writer_slot() -> Option<u32> {
+    Some(thread_slot::peek()).filter(|&s| (s as usize) < thread_slot::MAX_SLOTS)
+}

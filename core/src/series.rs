@@ -24,14 +24,32 @@
 //!   accumulator read (seqlock style) and retry on any change, so a snapshot
 //!   never mixes two states of a bucket.
 //!
+//! # Writer stripes
+//! A thread that owns a writer slot (`thread_slot.rs`) does not use the
+//! shared accumulator at all: it records into its own [`Stripe`] of the
+//! series with plain stores (`stripe.rs`). When it records into a newer
+//! minute it folds its stripe into the rings under `EXCLUSIVE` (bumping
+//! `seq`, so readers retry), exactly as a shared-path rollover folds the
+//! accumulator; a late or future record goes to the rings under `EXCLUSIVE`
+//! too. The shared accumulator serves threads beyond
+//! [`crate::Config::writers`].
+//!
+//! # Reading
+//! A read shows each ring as it will be once every pending minute (the
+//! shared accumulator's and every stripe's) is folded in: a pending bucket
+//! merges into its slot's bucket, replaces an older bucket there, and is
+//! hidden if the slot already holds a newer one. So a ring of depth `n`
+//! never shows more than `n` buckets.
+//!
 //! Ring slots are written only by the holder of `EXCLUSIVE`; they are atomics
 //! only so that concurrent seqlock readers are well defined.
 
 use crate::bucket::{Bucket, SeriesData, SeriesVersion};
 use crate::clock::Nanos;
 use crate::drops::DropCounters;
+use crate::stripe::Stripe;
 use crate::sync::{AtomicI64, AtomicPair, AtomicU64, Ordering, Spin, b, f, fence};
-use crate::{Kind, Resolution};
+use crate::{Kind, Resolution, thread_slot};
 
 const WRITER_ONE: u64 = 1;
 const WRITERS_MASK: u64 = 0xFF;
@@ -152,6 +170,11 @@ pub(crate) struct SeriesRef<'a> {
     pub(crate) all_rings: &'a [Box<[Slot]>; 4],
     /// Ring depth per resolution.
     pub(crate) depths: &'a [usize; 4],
+    /// Every series' writer stripes: stripe `w` of series `i` is
+    /// `all_stripes[w * capacity + i]`.
+    pub(crate) all_stripes: &'a [Stripe],
+    /// Series capacity (the stride between stripe rows).
+    pub(crate) capacity: usize,
     pub(crate) id: usize,
     pub(crate) kind: Kind,
 }
@@ -191,6 +214,62 @@ impl SeriesRef<'_> {
     #[inline]
     pub(crate) fn record(&self, v: f64, at: Nanos, now: Nanos, drops: &DropCounters) -> Outcome {
         let minute = at.div_euclid(NANOS * 60) + 1;
+        let slot = thread_slot::current() as usize;
+        if slot < self.all_stripes.len() / self.capacity
+            && let Some(stripe) = self.all_stripes.get(slot * self.capacity + self.id)
+        {
+            if stripe.minute() == minute {
+                return stripe.record(self.kind, v, at);
+            }
+            return self.record_stripe_slow(stripe, v, at, minute, now, drops);
+        }
+        self.record_shared(v, at, minute, now, drops)
+    }
+
+    /// The writer of stripe `stripe` records outside the stripe's minute:
+    /// start the stripe (lock-free when it is empty), fold it and start a
+    /// newer minute, or store a late or future record in the rings.
+    #[cold]
+    fn record_stripe_slow(
+        &self,
+        stripe: &Stripe,
+        v: f64,
+        at: Nanos,
+        minute: i64,
+        now: Nanos,
+        drops: &DropCounters,
+    ) -> Outcome {
+        let current = stripe.minute();
+        let now_minute = now.div_euclid(NANOS * 60) + 1;
+        if minute > current && minute <= now_minute {
+            let pending = stripe.own();
+            if pending.minute == 0 || pending.count == 0 {
+                stripe.restart(minute, v, at);
+                return Outcome::Stored;
+            }
+            let count = self.lock();
+            let d = Delta {
+                count: pending.count,
+                sum: pending.sum,
+                min: pending.min,
+                max: pending.max,
+                last: pending.last,
+                at: pending.sampled_at,
+            };
+            self.apply_rings(&d, (pending.minute - 1) * 60 * NANOS, None, drops);
+            stripe.restart(minute, v, at);
+            self.unlock(count);
+            return Outcome::Stored;
+        }
+        let count = self.lock();
+        let outcome = self.store_late(v, at, now, drops);
+        self.unlock(count);
+        outcome
+    }
+
+    /// The shared accumulator's protocol, for threads without a stripe.
+    #[inline]
+    fn record_shared(&self, v: f64, at: Nanos, minute: i64, now: Nanos, drops: &DropCounters) -> Outcome {
         let acc = self.acc;
         let spin = Spin::new();
         loop {
@@ -352,24 +431,28 @@ impl SeriesRef<'_> {
             }
             o
         } else {
-            // Late (an older minute) or ahead of the clock: straight into
-            // the rings, each checking its own retention.
-            let d = Delta {
-                count: 1,
-                sum: v,
-                min: v,
-                max: v,
-                last: v,
-                at,
-            };
-            match self.apply_rings(&d, at, Some(now), drops) {
-                (true, _) => Outcome::Stored,
-                (false, true) => Outcome::Overflow,
-                (false, false) => Outcome::NotStored,
-            }
+            self.store_late(v, at, now, drops)
         };
         self.unlock(count);
         outcome
+    }
+
+    /// Late (an older minute) or ahead of the clock: straight into the
+    /// rings, each checking its own retention (under `EXCLUSIVE`).
+    fn store_late(&self, v: f64, at: Nanos, now: Nanos, drops: &DropCounters) -> Outcome {
+        let d = Delta {
+            count: 1,
+            sum: v,
+            min: v,
+            max: v,
+            last: v,
+            at,
+        };
+        match self.apply_rings(&d, at, Some(now), drops) {
+            (true, _) => Outcome::Stored,
+            (false, true) => Outcome::Overflow,
+            (false, false) => Outcome::NotStored,
+        }
     }
 
     /// The accumulator's latest value and its time: a gauge's from the
@@ -501,12 +584,19 @@ impl SeriesRef<'_> {
         }
     }
 
-    /// Read a consistent copy of everything: `visit(resolution, ring,
-    /// accumulator bucket)` runs inside the retry loop and must be
-    /// restartable (it is called again after a concurrent change).
-    fn read_consistent<T>(&self, mut visit: impl FnMut(Option<&Bucket>) -> T) -> (T, SeriesVersion) {
+    /// This series' writer stripes.
+    fn stripes(&self) -> impl Iterator<Item = &Stripe> {
+        self.all_stripes.iter().skip(self.id).step_by(self.capacity)
+    }
+
+    /// Read a consistent copy of everything: `visit(pending minutes)` runs
+    /// inside the retry loop and must be restartable (it is called again
+    /// after a concurrent fold). The pending minutes are the shared
+    /// accumulator's bucket, then each non-empty stripe's, at 1min.
+    fn read_consistent<T>(&self, mut visit: impl FnMut(&[Bucket]) -> T) -> (T, SeriesVersion) {
         let acc = self.acc;
         let spin = Spin::new();
+        let mut pending = [EMPTY; MAX_WRITERS + 1];
         loop {
             let seq1 = acc.seq.load(Ordering::Acquire);
             if seq1 & 1 == 1 {
@@ -517,7 +607,21 @@ impl SeriesRef<'_> {
                 spin.wait();
                 continue;
             };
-            let out = visit(acc_bucket.as_ref());
+            let mut n = 0;
+            if let Some(b) = acc_bucket {
+                pending[n] = b;
+                n += 1;
+            }
+            let mut stripes = 0u64;
+            for stripe in self.stripes() {
+                let (data, seq) = stripe.read();
+                stripes = stripes.wrapping_add(seq);
+                if let Some(b) = data.bucket() {
+                    pending[n] = b;
+                    n += 1;
+                }
+            }
+            let out = visit(&pending[..n]);
             fence(Ordering::Acquire);
             if acc.seq.load(Ordering::Relaxed) == seq1 {
                 return (
@@ -526,6 +630,7 @@ impl SeriesRef<'_> {
                         seq: seq1,
                         minute,
                         count,
+                        stripes,
                     },
                 );
             }
@@ -538,20 +643,22 @@ impl SeriesRef<'_> {
     pub(crate) fn snapshot(&self, r: Resolution, from_secs: i64, to_secs: i64, out: &mut Vec<Bucket>) -> SeriesVersion {
         let ring = self.ring(r);
         let mark = out.len();
-        let (_, version) = self.read_consistent(|acc| {
+        let (_, version) = self.read_consistent(|pending| {
             out.truncate(mark);
-            collect_ring(ring, r, acc, out, |start| start >= from_secs && start < to_secs);
+            collect_ring(ring, r, self.kind, pending, out, |start| {
+                start >= from_secs && start < to_secs
+            });
         });
         version
     }
 
     /// Every bucket held at every resolution, oldest first.
     pub(crate) fn read_all(&self, out: &mut SeriesData) {
-        let (_, version) = self.read_consistent(|acc| {
+        let (_, version) = self.read_consistent(|pending| {
             for r in Resolution::ALL {
                 let dst = &mut out.buckets[r.index()];
                 dst.clear();
-                collect_ring(self.ring(r), r, acc, dst, |_| true);
+                collect_ring(self.ring(r), r, self.kind, pending, dst, |_| true);
             }
         });
         out.version = version;
@@ -562,6 +669,19 @@ impl SeriesRef<'_> {
         self.read_consistent(|_| ()).1
     }
 }
+
+/// Most writer stripes a series can have ([`crate::Config::writers`]).
+pub(crate) const MAX_WRITERS: usize = 64;
+
+const EMPTY: Bucket = Bucket {
+    start: 0,
+    count: 0,
+    sum: 0.0,
+    min: f64::INFINITY,
+    max: f64::NEG_INFINITY,
+    last: 0.0,
+    sampled_at: i64::MIN,
+};
 
 #[inline]
 fn fetch_min(a: &AtomicU64, v: f64) {
@@ -585,25 +705,75 @@ fn fetch_max(a: &AtomicU64, v: f64) {
     }
 }
 
-/// Append the buckets of `ring` whose start passes `keep`, merged with the
-/// accumulator's bucket, sorted oldest first.
-fn collect_ring(ring: &[Slot], r: Resolution, acc: Option<&Bucket>, out: &mut Vec<Bucket>, keep: impl Fn(i64) -> bool) {
+/// Append the buckets of `ring` whose start passes `keep`, sorted oldest
+/// first, as the ring will hold them once the `pending` minutes are folded
+/// in (in order, by the rules of `apply_rings`): a pending minute merges
+/// into its slot's bucket, replaces an older one, and is hidden where the
+/// slot holds a newer bucket or the merged sum would overflow.
+fn collect_ring(
+    ring: &[Slot],
+    r: Resolution,
+    kind: Kind,
+    pending: &[Bucket],
+    out: &mut Vec<Bucket>,
+    keep: impl Fn(i64) -> bool,
+) {
+    let depth = ring.len() as i64;
+    // The slot each pending minute folds into, and a quick filter of them.
+    let mut touched = [usize::MAX; MAX_WRITERS + 1];
+    let mut filter = 0u64;
+    for (t, p) in touched.iter_mut().zip(pending) {
+        *t = r.bucket_of(p.start).rem_euclid(depth) as usize;
+        filter |= 1 << (*t % 64);
+    }
+    let touched = &touched[..pending.len()];
     let mark = out.len();
-    for slot in ring {
-        let tag = slot.bucket.load(Ordering::Relaxed);
-        if tag == 0 || !keep(r.bucket_start(tag - 1)) {
+    for (idx, slot) in ring.iter().enumerate() {
+        let tag = slot.bucket.load(Ordering::Relaxed) - 1;
+        if filter & (1 << (idx % 64)) != 0 && touched.contains(&idx) {
+            let mut cur = (tag, slot.read(tag, r).unwrap_or(EMPTY));
+            for (_, p) in touched.iter().zip(pending).filter(|(t, _)| **t == idx) {
+                fold(&mut cur, p, r, kind);
+            }
+            if cur.1.count > 0 && keep(cur.1.start) {
+                out.push(cur.1);
+            }
             continue;
         }
-        out.extend(slot.read(tag - 1, r));
-    }
-    if let Some(a) = acc {
-        let start = r.bucket_start(r.bucket_of(a.start));
-        if keep(start) {
-            match out[mark..].iter_mut().find(|x| x.start == start) {
-                Some(v) => v.merge(a),
-                None => out.push(Bucket { start, ..*a }),
-            }
+        if tag < 0 || !keep(r.bucket_start(tag)) {
+            continue;
         }
+        out.extend(slot.read(tag, r));
     }
     out[mark..].sort_unstable_by_key(|x| x.start);
+}
+
+/// Fold the pending minute `p` into a slot's `(bucket number, values)` as
+/// `apply_rings` would, without counting drops.
+fn fold(cur: &mut (i64, Bucket), p: &Bucket, r: Resolution, kind: Kind) {
+    let bucket = r.bucket_of(p.start);
+    if cur.0 > bucket {
+        return; // the slot holds a newer bucket: the fold will drop it
+    }
+    let base = if cur.0 == bucket { cur.1 } else { EMPTY };
+    let mut sum = base.sum + p.sum;
+    if !sum.is_finite() {
+        if kind != Kind::Gauge {
+            return; // the fold will drop it as an overflow
+        }
+        sum = sum.clamp(f64::MIN, f64::MAX);
+    }
+    let later = p.sampled_at >= base.sampled_at;
+    *cur = (
+        bucket,
+        Bucket {
+            start: r.bucket_start(bucket),
+            count: base.count + p.count,
+            sum,
+            min: base.min.min(p.min),
+            max: base.max.max(p.max),
+            last: if later { p.last } else { base.last },
+            sampled_at: if later { p.sampled_at } else { base.sampled_at },
+        },
+    );
 }

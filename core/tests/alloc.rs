@@ -74,6 +74,22 @@ fn recording_never_allocates() {
         }
     });
     assert_eq!(n, 0, "refusing allocated {n} times");
+    // A fresh thread's first records (claiming its writer slot, starting its
+    // stripe) allocate nothing either.
+    let agg = Arc::new(agg);
+    let n = std::thread::spawn({
+        let agg = agg.clone();
+        move || {
+            allocations(|| {
+                agg.record(c, 1.0).unwrap();
+                agg.increment_counter("jobs:done", 1.0).unwrap();
+                assert!(current_writer_slot().is_some());
+            })
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(n, 0, "a new thread's first record allocated {n} times");
     // The allocator does count (the test can fail).
     assert!(allocations(|| drop(vec![1u8; 16])) > 0);
 }

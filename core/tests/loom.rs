@@ -14,13 +14,18 @@ use ringmetrics::*;
 const NS: i64 = 1_000_000_000;
 const T0: i64 = 1_767_225_600; // a day boundary
 
-fn setup(kind: Kind) -> (Arc<Aggregator>, Series, ManualClock) {
+/// `writers`: 0 puts every thread on the shared accumulator; 1 gives the
+/// first thread to record a stripe and the others the shared path; 2 gives
+/// the first two a stripe (every model has at most two recording threads
+/// at once, plus ones that ran before). Each model below runs in all three layouts.
+fn setup_with(kind: Kind, writers: usize) -> (Arc<Aggregator>, Series, ManualClock) {
     let clock = ManualClock::from_secs(T0);
     let config = Config {
         capacity: 1,
         key_bytes: 64,
         buckets: [2, 2, 2, 2],
         max_future_secs: 60,
+        writers,
     };
     let agg = Arc::new(Aggregator::with_clock(config, Arc::new(clock.clone())).unwrap());
     let s = agg.register(kind, "k", kind.default_unit()).unwrap();
@@ -33,10 +38,9 @@ fn total(agg: &Aggregator, s: Series, r: Resolution) -> (u64, f64) {
 }
 
 /// A reader racing two fast-path writers never sees a torn bucket.
-#[test]
-fn concurrent_writers_and_reader_same_minute() {
-    loom::model(|| {
-        let (agg, s, _clock) = setup(Kind::Histogram);
+fn concurrent_writers_and_reader_same_minute(writers: usize) {
+    loom::model(move || {
+        let (agg, s, _clock) = setup_with(Kind::Histogram, writers);
         agg.record(s, 1.0).unwrap(); // the accumulator now holds the minute
         let writers: Vec<_> = (0..2)
             .map(|_| {
@@ -59,10 +63,9 @@ fn concurrent_writers_and_reader_same_minute() {
 
 /// One writer rolls the minute over while another, delayed, records into
 /// the old minute: both values land in their own buckets, none is lost.
-#[test]
-fn writer_delayed_across_rollover() {
-    loom::model(|| {
-        let (agg, s, clock) = setup(Kind::Counter);
+fn writer_delayed_across_rollover(writers: usize) {
+    loom::model(move || {
+        let (agg, s, clock) = setup_with(Kind::Counter, writers);
         agg.record(s, 1.0).unwrap(); // minute 0 in the accumulator
         clock.advance_secs(60); // now in minute 1
         let late = {
@@ -87,10 +90,9 @@ fn writer_delayed_across_rollover() {
 }
 
 /// Two threads race to roll the same minute over: the fold happens once.
-#[test]
-fn racing_rollovers() {
-    loom::model(|| {
-        let (agg, s, clock) = setup(Kind::Histogram);
+fn racing_rollovers(writers: usize) {
+    loom::model(move || {
+        let (agg, s, clock) = setup_with(Kind::Histogram, writers);
         agg.record(s, 1.0).unwrap();
         clock.advance_secs(60);
         let t = {
@@ -111,10 +113,9 @@ fn racing_rollovers() {
 /// A reader racing a rollover sees the folded minute exactly once: before
 /// the fold (in the accumulator) or after it (in the rings), never both or
 /// neither, and never half of it.
-#[test]
-fn reader_during_rollover() {
-    loom::model(|| {
-        let (agg, s, clock) = setup(Kind::Histogram);
+fn reader_during_rollover(writers: usize) {
+    loom::model(move || {
+        let (agg, s, clock) = setup_with(Kind::Histogram, writers);
         agg.record(s, 1.0).unwrap();
         agg.record(s, 1.0).unwrap();
         clock.advance_secs(60);
@@ -133,10 +134,9 @@ fn reader_during_rollover() {
 /// A syncer-style reader takes a version and data while a writer records:
 /// if the version it saved equals the current one, the data it read is
 /// complete (nothing changed after it read).
-#[test]
-fn version_covers_what_was_read() {
-    loom::model(|| {
-        let (agg, s, _clock) = setup(Kind::Counter);
+fn version_covers_what_was_read(writers: usize) {
+    loom::model(move || {
+        let (agg, s, _clock) = setup_with(Kind::Counter, writers);
         agg.record(s, 1.0).unwrap();
         let w = {
             let agg = agg.clone();
@@ -152,4 +152,149 @@ fn version_covers_what_was_read() {
             assert_eq!(seen, 1.0);
         }
     });
+}
+
+/// A stripe's owner folds its minute into the rings while another thread
+/// reads: the reader sees the folded minute exactly once and never a torn
+/// bucket.
+fn stripe_fold_during_read(writers: usize) {
+    loom::model(move || {
+        let (agg, s, clock) = setup_with(Kind::Histogram, writers);
+        let w = {
+            let (agg, clock) = (agg.clone(), clock.clone());
+            thread::spawn(move || {
+                agg.record(s, 1.0).unwrap();
+                clock.advance_secs(60);
+                agg.record(s, 1.0).unwrap(); // folds minute 0
+            })
+        };
+        // Each minute holds one record: seen once (before or after the
+        // fold), never twice, never torn.
+        for b in agg.snapshot(s, Resolution::Min1, 0, i64::MAX / 2).unwrap() {
+            assert_eq!((b.count, b.sum, b.min, b.max), (1, 1.0, 1.0, 1.0), "{b:?}");
+        }
+        w.join().unwrap();
+        let m = agg.snapshot(s, Resolution::Min1, 0, i64::MAX / 2).unwrap();
+        assert_eq!(
+            m.iter().map(|b| (b.start, b.count)).collect::<Vec<_>>(),
+            vec![(T0, 1), (T0 + 60, 1)]
+        );
+    });
+}
+
+/// Two threads fold the same series at once, each its own pending minute
+/// (a stripe and the shared accumulator, or two stripes): both folds land
+/// once, in the right buckets.
+fn two_folds_at_once(writers: usize) {
+    loom::model(move || {
+        let (agg, s, clock) = setup_with(Kind::Counter, writers);
+        agg.record(s, 1.0).unwrap();
+        let t = {
+            let agg = agg.clone();
+            thread::spawn(move || agg.record(s, 10.0).unwrap())
+        };
+        t.join().unwrap();
+        clock.advance_secs(60);
+        let t = {
+            let agg = agg.clone();
+            thread::spawn(move || agg.record(s, 100.0).unwrap())
+        };
+        agg.record(s, 1000.0).unwrap();
+        t.join().unwrap();
+        let m = agg.snapshot(s, Resolution::Min1, 0, i64::MAX / 2).unwrap();
+        assert_eq!(
+            m.iter().map(|b| (b.start, b.count, b.sum)).collect::<Vec<_>>(),
+            vec![(T0, 2, 11.0), (T0 + 60, 2, 1100.0)]
+        );
+        assert_eq!(total(&agg, s, Resolution::Day1), (4, 1111.0));
+        assert_eq!(agg.drops().total(), 0);
+    });
+}
+
+mod shared {
+    #[test]
+    fn concurrent_writers_and_reader_same_minute() {
+        super::concurrent_writers_and_reader_same_minute(0)
+    }
+    #[test]
+    fn writer_delayed_across_rollover() {
+        super::writer_delayed_across_rollover(0)
+    }
+    #[test]
+    fn racing_rollovers() {
+        super::racing_rollovers(0)
+    }
+    #[test]
+    fn reader_during_rollover() {
+        super::reader_during_rollover(0)
+    }
+    #[test]
+    fn version_covers_what_was_read() {
+        super::version_covers_what_was_read(0)
+    }
+    #[test]
+    fn two_folds_at_once() {
+        super::two_folds_at_once(0)
+    }
+}
+
+/// The first thread to record owns a stripe; the others share the
+/// accumulator. (Two fast-path writers racing a reader is `shared`'s model:
+/// here the reader would only add its own stripe's reads to the search.)
+mod mixed {
+    #[test]
+    fn writer_delayed_across_rollover() {
+        super::writer_delayed_across_rollover(1)
+    }
+    #[test]
+    fn racing_rollovers() {
+        super::racing_rollovers(1)
+    }
+    #[test]
+    fn reader_during_rollover() {
+        super::reader_during_rollover(1)
+    }
+    #[test]
+    fn version_covers_what_was_read() {
+        super::version_covers_what_was_read(1)
+    }
+    #[test]
+    fn stripe_fold_during_read() {
+        super::stripe_fold_during_read(1)
+    }
+    #[test]
+    fn two_folds_at_once() {
+        super::two_folds_at_once(1)
+    }
+}
+
+mod striped {
+    #[test]
+    fn concurrent_writers_and_reader_same_minute() {
+        super::concurrent_writers_and_reader_same_minute(2)
+    }
+    #[test]
+    fn writer_delayed_across_rollover() {
+        super::writer_delayed_across_rollover(2)
+    }
+    #[test]
+    fn racing_rollovers() {
+        super::racing_rollovers(2)
+    }
+    #[test]
+    fn reader_during_rollover() {
+        super::reader_during_rollover(2)
+    }
+    #[test]
+    fn version_covers_what_was_read() {
+        super::version_covers_what_was_read(2)
+    }
+    #[test]
+    fn stripe_fold_during_read() {
+        super::stripe_fold_during_read(2)
+    }
+    #[test]
+    fn two_folds_at_once() {
+        super::two_folds_at_once(2)
+    }
 }

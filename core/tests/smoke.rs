@@ -40,3 +40,45 @@ fn counter_gauge_histogram_basic() {
     assert!(agg.increment_counter("x", f64::NAN).is_err());
     assert!(agg.lookup("x").is_none());
 }
+
+/// Threads on stripes and on the shared path record while a reader reads,
+/// across a rollover: small enough for Miri's data-race detector
+/// (`scripts/miri.sh`), exact totals.
+#[test]
+fn stripes_and_shared_path_together() {
+    let clock = ManualClock::from_secs(1_767_225_600);
+    let config = Config {
+        writers: 2,
+        ..Config::with_capacity(2)
+    };
+    let agg = Arc::new(Aggregator::with_clock(config, Arc::new(clock.clone())).unwrap());
+    let s = agg.register(Kind::Histogram, "h", "number").unwrap();
+    let threads: Vec<_> = (0..3)
+        .map(|i| {
+            let (agg, clock) = (agg.clone(), clock.clone());
+            std::thread::spawn(move || {
+                for n in 0..20 {
+                    agg.record(s, 1.0).unwrap();
+                    if i == 0 && n == 10 {
+                        clock.advance_secs(60);
+                    }
+                }
+            })
+        })
+        .collect();
+    for _ in 0..5 {
+        for b in agg.snapshot(s, Resolution::Min1, 0, i64::MAX / 2).unwrap() {
+            assert_eq!((b.sum, b.min, b.max), (b.count as f64, 1.0, 1.0), "{b:?}");
+        }
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    let total: u64 = agg
+        .snapshot(s, Resolution::Hour1, 0, i64::MAX / 2)
+        .unwrap()
+        .iter()
+        .map(|b| b.count)
+        .sum();
+    assert_eq!(total, 60);
+}

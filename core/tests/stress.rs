@@ -13,9 +13,29 @@ const THREADS: usize = 4;
 const PER_THREAD: u64 = 200_000;
 
 #[test]
-fn exact_totals_and_no_torn_reads_across_rollovers() {
+fn exact_totals_and_no_torn_reads_shared_path() {
+    exact_totals_and_no_torn_reads_across_rollovers(0);
+}
+
+#[test]
+fn exact_totals_and_no_torn_reads_stripes_and_shared() {
+    exact_totals_and_no_torn_reads_across_rollovers(2);
+}
+
+#[test]
+fn exact_totals_and_no_torn_reads_all_striped() {
+    exact_totals_and_no_torn_reads_across_rollovers(DEFAULT_WRITERS);
+}
+
+/// `writers` stripes: 0 puts all four writers on the shared accumulator, 2
+/// gives two of them (at least) a stripe, 8 gives each its own.
+fn exact_totals_and_no_torn_reads_across_rollovers(writers: usize) {
     let clock = ManualClock::from_secs(T0);
-    let agg = Arc::new(Aggregator::with_clock(Config::with_capacity(16), Arc::new(clock.clone())).unwrap());
+    let config = Config {
+        writers,
+        ..Config::with_capacity(16)
+    };
+    let agg = Arc::new(Aggregator::with_clock(config, Arc::new(clock.clone())).unwrap());
     let shared = agg.register(Kind::Histogram, "shared", "number").unwrap();
     let own: Vec<Series> = (0..THREADS)
         .map(|i| agg.register(Kind::Histogram, &format!("own:{i}"), "number").unwrap())
@@ -120,4 +140,109 @@ fn concurrent_registration_of_the_same_and_new_keys() {
             .sum();
         assert_eq!(total, 4.0);
     }
+}
+
+/// Short-lived threads one after another: each exiting thread gives its
+/// writer slot back, so thread after thread records through a stripe (not
+/// the shared path), and a new owner of a stripe continues the previous
+/// owner's minute without losing or doubling anything.
+#[test]
+fn exiting_threads_hand_their_stripe_on() {
+    let clock = ManualClock::from_secs(T0);
+    let agg = Arc::new(Aggregator::with_clock(Config::with_capacity(4), Arc::new(clock.clone())).unwrap());
+    let s = agg.register(Kind::Counter, "jobs", "count").unwrap();
+    const ROUNDS: u64 = 1500; // more threads than there are writer slots
+    for round in 0..ROUNDS {
+        let (agg, clock) = (agg.clone(), clock.clone());
+        let slot = thread::spawn(move || {
+            for _ in 0..10 {
+                agg.record(s, 1.0).unwrap();
+            }
+            if round % 100 == 99 {
+                clock.advance_secs(60);
+            }
+            current_writer_slot()
+        })
+        .join()
+        .unwrap();
+        let slot = slot.expect("a recording thread holds a writer slot");
+        assert!(
+            (slot as usize) < DEFAULT_WRITERS,
+            "slot {slot}: exited threads did not give theirs back"
+        );
+    }
+    for r in Resolution::ALL {
+        let total: u64 = agg
+            .snapshot(s, r, 0, i64::MAX / 2)
+            .unwrap()
+            .iter()
+            .map(|b| b.count)
+            .sum();
+        assert_eq!(total, ROUNDS * 10, "total at {r}");
+    }
+    assert_eq!(agg.drops().total(), 0);
+}
+
+/// Several threads churn (spawn, record, exit) while others keep their
+/// stripes and a reader snapshots: exact totals, no torn bucket.
+#[test]
+fn churning_threads_with_a_reader() {
+    let clock = ManualClock::from_secs(T0);
+    let agg = Arc::new(Aggregator::with_clock(Config::with_capacity(4), Arc::new(clock.clone())).unwrap());
+    let s = agg.register(Kind::Histogram, "h", "number").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (agg, stop) = (agg.clone(), stop.clone());
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                agg.snapshot_into(s, Resolution::Min5, 0, i64::MAX / 2, &mut buf)
+                    .unwrap();
+                for b in &buf {
+                    assert_eq!((b.sum, b.min, b.max), (b.count as f64, 1.0, 1.0), "torn bucket {b:?}");
+                }
+            }
+        })
+    };
+    let steady: Vec<_> = (0..2)
+        .map(|_| {
+            let agg = agg.clone();
+            thread::spawn(move || {
+                for _ in 0..100_000 {
+                    agg.record(s, 1.0).unwrap();
+                }
+            })
+        })
+        .collect();
+    for round in 0..200 {
+        let churn: Vec<_> = (0..3)
+            .map(|_| {
+                let agg = agg.clone();
+                thread::spawn(move || {
+                    for _ in 0..500 {
+                        agg.record(s, 1.0).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in churn {
+            t.join().unwrap();
+        }
+        if round % 20 == 0 {
+            clock.advance_secs(60);
+        }
+    }
+    for t in steady {
+        t.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+    let total: u64 = agg
+        .snapshot(s, Resolution::Day1, 0, i64::MAX / 2)
+        .unwrap()
+        .iter()
+        .map(|b| b.count)
+        .sum();
+    assert_eq!(total, 2 * 100_000 + 200 * 3 * 500);
+    assert_eq!(agg.drops().total(), 0);
 }

@@ -355,6 +355,7 @@ fn config_from(c: *const rm_config) -> Config {
         key_bytes: c.key_bytes,
         buckets: c.buckets,
         max_future_secs: c.max_future_secs,
+        ..Config::default()
     }
 }
 

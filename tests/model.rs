@@ -28,6 +28,18 @@ pub struct B {
     at: i64,
 }
 
+impl B {
+    /// An empty bucket: the identity of every merge.
+    const EMPTY: B = B {
+        count: 0,
+        sum: 0.0,
+        min: f64::INFINITY,
+        max: f64::NEG_INFINITY,
+        last: 0.0,
+        at: i64::MIN,
+    };
+}
+
 #[derive(Debug, Default)]
 pub struct ModelSeries {
     /// (minute, bucket) of the accumulator.
@@ -80,14 +92,7 @@ impl Model {
                     continue;
                 }
                 Some((b, v)) if b == bucket => v,
-                _ => B {
-                    count: 0,
-                    sum: 0.0,
-                    min: f64::INFINITY,
-                    max: f64::NEG_INFINITY,
-                    last: 0.0,
-                    at: i64::MIN,
-                },
+                _ => B::EMPTY,
             };
             let mut sum = base.sum + d.sum;
             if !sum.is_finite() {
@@ -161,14 +166,7 @@ impl Model {
                 if let Some((m, b)) = acc {
                     self.apply_rings(s, b, m * 60 * NS, None);
                 }
-                let mut b = B {
-                    count: 0,
-                    sum: 0.0,
-                    min: f64::INFINITY,
-                    max: f64::NEG_INFINITY,
-                    last: 0.0,
-                    at: i64::MIN,
-                };
+                let mut b = B::EMPTY;
                 let ok = Self::update_acc(kind, &mut b, v, at);
                 self.series[s].acc = Some((minute, if ok { b } else { B { count: 0, ..b } }));
                 if ok { Res::Ok } else { Res::Overflow }
@@ -205,14 +203,7 @@ impl Model {
             let base = match ring.get(&idx) {
                 Some((b, v)) if *b == bucket => Some(*v),
                 Some((b, _)) if *b > bucket => None, // newer: the fold drops it
-                _ => Some(B {
-                    count: 0,
-                    sum: 0.0,
-                    min: f64::INFINITY,
-                    max: f64::NEG_INFINITY,
-                    last: 0.0,
-                    at: i64::MIN,
-                }),
+                _ => Some(B::EMPTY),
             };
             if let Some(base) = base {
                 let mut sum = base.sum + a.sum;

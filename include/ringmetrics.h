@@ -461,21 +461,6 @@ void rm_read_result_free(rm_read_result *result);
 // `agg` NULL or live.
 rm_result rm_record(const rm_aggregator *agg, rm_series series, double value);
 
-// Record `value` into `key` (registering it with `kind` and `unit` if new)
-// at the aggregator's time. Lock-free for a known key.
-//
-// Thread safety: any number of threads at once.
-//
-// # Safety
-// `agg` NULL or live; `key`/`unit` readable for their lengths.
-rm_result rm_record_key(const rm_aggregator *agg,
-                        uint32_t kind,
-                        const char *key,
-                        size_t key_len,
-                        const char *unit,
-                        size_t unit_len,
-                        double value);
-
 // Record `value` observed at `at_nanos` (nanoseconds since the epoch).
 //
 // Thread safety: as [`rm_record`].
@@ -498,6 +483,21 @@ rm_result rm_record_key_at(const rm_aggregator *agg,
                            size_t unit_len,
                            double value,
                            int64_t at_nanos);
+
+// Record `value` into `key` (registering it with `kind` and `unit` if new)
+// at the aggregator's time. Lock-free for a known key.
+//
+// Thread safety: any number of threads at once.
+//
+// # Safety
+// `agg` NULL or live; `key`/`unit` readable for their lengths.
+rm_result rm_record_key(const rm_aggregator *agg,
+                        uint32_t kind,
+                        const char *key,
+                        size_t key_len,
+                        const char *unit,
+                        size_t unit_len,
+                        double value);
 
 #ifdef __cplusplus
 }  // extern "C"

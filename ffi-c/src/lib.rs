@@ -15,8 +15,10 @@
 //! NUL-terminated; NUL bytes inside are refused). Configuration strings
 //! (DSN, prefix, worker id) are NUL-terminated.
 //!
-//! The recording calls, the hot paths, live in `record.rs` (at the clock's
-//! time) and `record_at.rs` (at an explicit time); everything else is here.
+//! The recording calls, the hot paths, live in `record.rs` (by handle),
+//! `record_key.rs` (by key) and `record_at.rs` (at an explicit time), a
+//! module each for the inliner's sake (see `record.rs`); everything else is
+//! here.
 #![allow(non_camel_case_types)]
 #![warn(missing_docs, unsafe_op_in_unsafe_fn)]
 
@@ -32,11 +34,13 @@ use ringmetrics_postgres::{ReadQuery, ReadSeries, SyncError, Syncer, SyncerConfi
 
 mod record;
 mod record_at;
+mod record_key;
 #[cfg(test)]
 mod rust_bench;
 
-pub use record::{rm_record, rm_record_key};
+pub use record::rm_record;
 pub use record_at::{rm_record_at, rm_record_key_at};
+pub use record_key::rm_record_key;
 
 /// Every result code. Values are stable across releases.
 #[repr(C)]

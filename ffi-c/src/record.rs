@@ -1,26 +1,27 @@
-//! Recording at the clock's time, by handle ([`rm_record`]) and by key
-//! ([`rm_record_key`]): the hot paths, and the slow path every record by
-//! key shares.
+//! Recording by handle at the clock's time ([`rm_record`]), and what every
+//! record by key shares: matching a found key, the slow path.
 //!
-//! Laid out for LLVM's inliner. Each codegen unit gets its own copy of the
-//! core's `#[inline]` functions, and a copy with a single call site is
-//! inlined into its caller whatever its size. A release build gives each
-//! module its own unit, so here `rm_record` is the only caller of
-//! `Aggregator::record` and of the `record_inner` under it, and
-//! `rm_record_key` the only caller of the registry lookup; `rm_record_key`
-//! records through `rm_record`, and the slow path registers through the
-//! core's out-of-line `register`. The explicit-time calls live in
-//! [`crate::record_at`] for the same reason. (Built with
-//! `codegen-units = 1`, the units merge and `record_inner` stays out of
-//! line: 194 instructions per record by handle instead of 168.) Check a
-//! change with `tests/c/bench.sh --callgrind`.
+//! The recording calls are laid out for LLVM's inliner. Each codegen unit
+//! gets its own copy of the core's `#[inline]` functions, and a copy with a
+//! single call site is inlined into its caller whatever its size. A release
+//! build gives each module its own unit, so each hot call has a module of
+//! its own: here `rm_record` is the only caller of `Aggregator::record` and
+//! the `record_inner` under it; in [`crate::record_key`], `rm_record_key`
+//! has its own copies of those and of the registry lookup; in
+//! [`crate::record_at`], `rm_record_at` has its own `record_inner`. The slow
+//! path records through the exported functions and registers through the
+//! core's out-of-line `register`, so it adds no call site. (Built with
+//! `codegen-units = 1`, the units merge and the copies stay out of line:
+//! about 30 more instructions per record.) Check a change with
+//! `tests/c/bench.sh --callgrind`, which also says whether the hot calls
+//! still inline the core.
 
 use std::ffi::c_char;
 
 use ringmetrics::{DropReason, Kind};
 
 use crate::rm_result::*;
-use crate::{agg_ref, boundary, bytes, core_error, rm_aggregator, rm_record_at, rm_result, rm_series, text};
+use crate::{agg_ref, boundary, core_error, rm_aggregator, rm_record_at, rm_result, rm_series, text};
 
 /// A core result as a result code. The error arm is out of line, so the
 /// success path stays a compare and a return.
@@ -54,7 +55,7 @@ pub unsafe extern "C" fn rm_record(agg: *const rm_aggregator, series: rm_series,
 /// Byte equality for short strings (units are usually under 16 bytes)
 /// without a call to `memcmp`: at most two overlapping loads per side.
 #[inline(always)]
-fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     #[inline(always)]
     fn ends<const N: usize>(a: &[u8], b: &[u8]) -> bool {
         let (n, m) = (a.len(), a.len() - N);
@@ -71,24 +72,6 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
         8..=16 => ends::<8>(a, &b[..n]),
         _ => a == b,
     }
-}
-
-/// The handle of a registered `key` whose kind and unit match, with no
-/// UTF-8 check (only valid keys are ever registered, so a match is valid).
-/// `None` for anything else. Only [`rm_record_key`] calls it: the registry
-/// lookup it inlines has no other call site in this crate.
-#[inline(always)]
-fn known_series(
-    a: &rm_aggregator,
-    kind: Kind,
-    key: *const c_char,
-    key_len: usize,
-    unit: *const c_char,
-    unit_len: usize,
-) -> Option<rm_series> {
-    let (k, u) = (bytes(key, key_len)?, bytes(unit, unit_len)?);
-    let owner = a.owner()?;
-    matching(a.agg.lookup_bytes(k)?, kind, u, owner)
 }
 
 /// The handle of `info` if its kind is `kind` and its unit `unit` (empty:
@@ -128,7 +111,7 @@ unsafe fn record_handle(agg: *const rm_aggregator, s: rm_series, value: f64, at:
 }
 
 /// Count a refusal made before the aggregator saw the record.
-fn refused(a: &rm_aggregator, code: rm_result, reason: DropReason) -> rm_result {
+pub(crate) fn refused(a: &rm_aggregator, code: rm_result, reason: DropReason) -> rm_result {
     if code == RM_INVALID_UTF8 {
         a.agg.count_refused(reason);
     }
@@ -184,36 +167,4 @@ pub(crate) unsafe fn record_key_slow(
         }
         Err(e) => core_error(e),
     }
-}
-
-/// Record `value` into `key` (registering it with `kind` and `unit` if new)
-/// at the aggregator's time. Lock-free for a known key.
-///
-/// Thread safety: any number of threads at once.
-///
-/// # Safety
-/// `agg` NULL or live; `key`/`unit` readable for their lengths.
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn rm_record_key(
-    agg: *const rm_aggregator,
-    kind: u32,
-    key: *const c_char,
-    key_len: usize,
-    unit: *const c_char,
-    unit_len: usize,
-    value: f64,
-) -> rm_result {
-    boundary(|| {
-        let Some(a) = agg_ref(agg) else { return RM_NULL_POINTER };
-        let Some(kind) = crate::kind(kind) else {
-            return RM_INVALID_ARGUMENT;
-        };
-        // SAFETY: the caller's promises are `rm_record`'s and `record_key_slow`'s.
-        unsafe {
-            match known_series(a, kind, key, key_len, unit, unit_len) {
-                Some(s) => rm_record(agg, s, value),
-                None => record_key_slow(agg, a, kind, key, key_len, unit, unit_len, value, None),
-            }
-        }
-    })
 }

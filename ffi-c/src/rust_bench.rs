@@ -9,9 +9,9 @@
 //! `1.0`, so LLVM specializes it for that value (its finiteness check is
 //! gone), and the unit comparison folds against the literal instead of
 //! calling `memcmp`. A C caller's value and unit are run-time data: no
-//! build of the library can do that for it. (Measured with
-//! `tests/c/bench.sh --callgrind` and a copy of the example: 11 fewer
-//! instructions per record by handle, 53 by key.)
+//! build of the library can do that for it. (Counted with valgrind on a
+//! copy of the example, that is 11 to 17 instructions per record by handle
+//! and about 50 by key, depending on the core's version.)
 //!
 //! Prints `rust_opaque_handle_ns X` and `rust_opaque_key_ns Y` (medians of
 //! `RM_BENCH_RUNS` (7) runs of `RM_BENCH_N` (5M) calls; `RM_BENCH_ONLY=handle`

@@ -98,6 +98,11 @@ typedef struct {
   size_t buckets[4];
   // How far ahead of the clock an explicit timestamp may be, seconds.
   int64_t max_future_secs;
+  // Writer stripes per series (0..=64, default 8): the first this many
+  // threads of the process that record each get a stripe of their own
+  // (plain stores, no contention); further threads share an atomic
+  // accumulator. 64 bytes per stripe and series.
+  size_t writers;
 } rm_config;
 
 // A handle for recording without a key lookup. Plain data: copy it freely,

@@ -279,6 +279,11 @@ pub struct rm_config {
     pub buckets: [usize; 4],
     /// How far ahead of the clock an explicit timestamp may be, seconds.
     pub max_future_secs: i64,
+    /// Writer stripes per series (0..=64, default 8): the first this many
+    /// threads of the process that record each get a stripe of their own
+    /// (plain stores, no contention); further threads share an atomic
+    /// accumulator. 64 bytes per stripe and series.
+    pub writers: usize,
 }
 
 /// Write the default configuration (4096 series, Chancy's ring depths).
@@ -301,6 +306,7 @@ pub unsafe extern "C" fn rm_config_default(out: *mut rm_config) -> rm_result {
                 key_bytes: c.key_bytes,
                 buckets: c.buckets,
                 max_future_secs: c.max_future_secs,
+                writers: c.writers,
             }
         };
         RM_OK
@@ -359,7 +365,7 @@ fn config_from(c: *const rm_config) -> Config {
         key_bytes: c.key_bytes,
         buckets: c.buckets,
         max_future_secs: c.max_future_secs,
-        ..Config::default()
+        writers: c.writers,
     }
 }
 

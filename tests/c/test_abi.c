@@ -54,7 +54,34 @@ static void test_config_and_lifecycle(void) {
   EXPECT(rm_config_default(NULL), RM_NULL_POINTER);
   EXPECT(rm_config_default(&c), RM_OK);
   CHECK(c.capacity == 4096 && c.buckets[0] == 60 && c.buckets[1] == 288 && c.buckets[2] == 168 && c.buckets[3] == 90);
+  CHECK(c.writers == 8);
   EXPECT(rm_aggregator_new(NULL, NULL), RM_NULL_POINTER);
+  /* More writer stripes than the core allows: refused, and the detail says which field. */
+  c.writers = 65;
+  EXPECT(rm_aggregator_new(&c, &a), RM_INVALID_CONFIG);
+  CHECK(a == NULL);
+  {
+    char detail[256];
+    size_t len = 0;
+    EXPECT(rm_last_error_detail(detail, sizeof detail, &len), RM_OK);
+    CHECK(strstr(detail, "writers") != NULL);
+  }
+  /* No stripes at all: every thread records through the shared accumulator. */
+  c.writers = 0;
+  {
+    rm_series s;
+    rm_bucket b[4];
+    size_t got = 0;
+    EXPECT(rm_aggregator_new(&c, &a), RM_OK);
+    EXPECT(rm_register(a, RM_COUNTER, "shared", 6, NULL, 0, &s), RM_OK);
+    EXPECT(rm_record(a, s, 2.0), RM_OK);
+    EXPECT(rm_record(a, s, 3.0), RM_OK);
+    EXPECT(rm_snapshot(a, s, RM_1DAY, 0, INT64_MAX / 2, b, 4, &got), RM_OK);
+    CHECK(got == 1 && b[0].count == 2 && b[0].sum == 5.0);
+    rm_aggregator_free(a);
+    a = NULL;
+  }
+  c.writers = 8;
   c.capacity = 0;
   EXPECT(rm_aggregator_new(&c, &a), RM_INVALID_CONFIG);
   CHECK(a == NULL); /* no partial success */

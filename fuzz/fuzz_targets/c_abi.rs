@@ -16,11 +16,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mut agg: *mut rm_aggregator = std::ptr::null_mut();
-    let mut config = rm_config { capacity: 0, key_bytes: 0, buckets: [0; 4], max_future_secs: 0 };
+    let mut config = rm_config { capacity: 0, key_bytes: 0, buckets: [0; 4], max_future_secs: 0, writers: 0 };
     // SAFETY: valid out-pointers.
     unsafe {
         assert_eq!(rm_config_default(&mut config), rm_result::RM_OK);
         config.capacity = 1 + (data[0] as usize % 8);
+        config.writers = data[0] as usize % 3; // shared, mixed or striped
         assert_eq!(rm_aggregator_new_manual_clock(&config, 1_767_225_600_000_000_000, &mut agg), rm_result::RM_OK);
     }
     let mut rest = &data[1..];

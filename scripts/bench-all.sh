@@ -20,6 +20,7 @@ cargo bench -q --locked -p ringmetrics-benches --bench threads -- $crit >"$out/t
 cargo bench -q --locked -p ringmetrics-benches --bench memory >"$out/memory.md" 2>/dev/null
 echo "bench-all: C ABI vs Rust"
 tests/c/bench.sh >"$out/c.md"
+tests/c/bench.sh --callgrind >"$out/c-callgrind.md"
 echo "bench-all: Python"
 .venv/bin/python python/benches/bench_record.py "$RINGMETRICS_DSN" >"$out/python.md"
 echo "bench-all: flush"

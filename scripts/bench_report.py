@@ -84,8 +84,12 @@ print("minute for two simulated hours. Reserved memory is allocated zeroed, so p
 print((out / "memory.md").read_text())
 
 print("## C ABI\n")
-print("`tests/c/bench.sh`: the same loop from C through the ABI (static library, `-O2`) and from Rust, medians of 7 x 5M calls.\n")
+print("`tests/c/bench.sh`: the same loops from C through the ABI (static library, `-O2`), from Rust calling the core, and")
+print("from Rust with every argument hidden from the optimizer as C's are (`ffi-c/src/rust_bench.rs`); medians of 5")
+print("interleaved rounds of 7 x 5M calls. `tests/c/bench.sh --callgrind` counts instructions per call (exact, not noisy).\n")
 print((out / "c.md").read_text())
+if (out / "c-callgrind.md").exists():
+    print((out / "c-callgrind.md").read_text())
 
 print("## Python\n")
 print("`.venv/bin/python python/benches/bench_record.py`: medians of 7 repeats; native rows subtract the empty loop.")

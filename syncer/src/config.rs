@@ -26,6 +26,11 @@ pub struct SyncerConfig {
     pub max_backoff: Duration,
     /// Create Chancy's tables when missing. Default true.
     pub create_schema: bool,
+    /// Run the syncer thread at the lowest priority (Linux `SCHED_IDLE`;
+    /// elsewhere ignored), so that any other thread of the process waking
+    /// up, such as an asyncio event loop, runs first. Under CPU saturation
+    /// flushes then take longer. Default false.
+    pub low_priority: bool,
 }
 
 impl std::fmt::Debug for SyncerConfig {
@@ -38,6 +43,7 @@ impl std::fmt::Debug for SyncerConfig {
             .field("interval", &self.interval)
             .field("max_backoff", &self.max_backoff)
             .field("create_schema", &self.create_schema)
+            .field("low_priority", &self.low_priority)
             .finish()
     }
 }
@@ -53,6 +59,7 @@ impl SyncerConfig {
             interval: Duration::from_secs(60),
             max_backoff: Duration::from_secs(300),
             create_schema: true,
+            low_priority: false,
         }
     }
 

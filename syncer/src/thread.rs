@@ -105,6 +105,9 @@ impl Syncer {
                     }
                 }
                 let _running = Running(thread_status.clone());
+                if config.low_priority {
+                    lower_priority();
+                }
                 let mut state = State::new(aggregator, config, pg, thread_status);
                 state.run(rx);
             })
@@ -174,6 +177,36 @@ impl Drop for Syncer {
     fn drop(&mut self) {
         if self.commands.is_some() {
             let _ = self.shutdown(Duration::from_secs(10));
+        }
+    }
+}
+
+/// Make the calling thread `SCHED_IDLE`: a waking thread of normal policy
+/// preempts it at once, and its CPU counts as idle when a woken thread is
+/// placed. Best effort: a refusal leaves the thread as it was.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        /// `struct sched_param` (<sched.h>).
+        #[repr(C)]
+        struct SchedParam {
+            sched_priority: std::ffi::c_int,
+        }
+        /// `SCHED_IDLE` (<sched.h>, Linux).
+        const SCHED_IDLE: std::ffi::c_int = 5;
+        unsafe extern "C" {
+            // The C library's wrapper (this crate does not depend on libc).
+            fn sched_setscheduler(pid: std::ffi::c_int, policy: std::ffi::c_int, param: *const SchedParam) -> std::ffi::c_int;
+        }
+        let param = SchedParam { sched_priority: 0 };
+        // SAFETY: the declaration matches <sched.h>; `param` is valid for the
+        // call; pid 0 is the calling thread (Linux schedules threads).
+        let rc = unsafe { sched_setscheduler(0, SCHED_IDLE, &param) };
+        if rc != 0 {
+            log::debug!(
+                "ringmetrics: cannot lower the syncer thread's priority: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
 }

@@ -75,6 +75,7 @@ class Aggregator:
         session_id: str | None = None,
         interval: float = 60.0,
         max_backoff: float = 300.0,
+        low_priority: bool = False,
     ) -> Syncer: ...
 
 def read_metrics(

@@ -167,6 +167,8 @@ class Metrics(_ChancyMetrics):
                 session_id=session.session_id,
                 interval=float(self.sync_interval),
                 max_backoff=300.0,
+                # The event loop's threads run before the syncer's.
+                low_priority=True,
             )
         return session.syncer
 

@@ -328,7 +328,11 @@ impl Aggregator {
     }
 
     /// Start the Postgres syncer thread for this aggregator.
-    #[pyo3(signature = (dsn, *, prefix="chancy_", worker_id="", session_id=None, interval=60.0, max_backoff=300.0))]
+    /// With `low_priority`, the syncer thread runs at the lowest priority
+    /// (Linux SCHED_IDLE): the process's other threads, such as an event
+    /// loop, run first; under CPU saturation flushes take longer.
+    #[pyo3(signature = (dsn, *, prefix="chancy_", worker_id="", session_id=None, interval=60.0, max_backoff=300.0, low_priority=false))]
+    #[allow(clippy::too_many_arguments)]
     fn start_syncer(
         &self,
         dsn: &str,
@@ -337,6 +341,7 @@ impl Aggregator {
         session_id: Option<&str>,
         interval: f64,
         max_backoff: f64,
+        low_priority: bool,
     ) -> Result<Syncer, Error> {
         let mut config = SyncerConfig::new(dsn);
         config.prefix = prefix.into();
@@ -351,6 +356,7 @@ impl Aggregator {
         }
         config.interval = Duration::from_secs_f64(interval);
         config.max_backoff = Duration::from_secs_f64(max_backoff);
+        config.low_priority = low_priority;
         let session_id = config.session_id.to_string();
         let syncer = ringmetrics_postgres::Syncer::start(self.inner.clone(), config)?;
         Ok(Syncer {

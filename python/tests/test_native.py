@@ -314,3 +314,36 @@ def test_status_and_background_flushes_never_wait_on_a_flush_in_progress():
         with pytest.raises(StorageError):
             syncer.stop(timeout=30)  # the final flush fails too; the thread stops
         assert not syncer.status()["running"]
+
+
+def syncer_threads():
+    import os
+
+    tids = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                if f.read().startswith("ringmetrics-syn"):
+                    tids[int(tid)] = os.sched_getscheduler(int(tid))
+        except OSError:
+            pass
+    return tids
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "SCHED_IDLE"), reason="Linux scheduling policies")
+def test_low_priority_syncer_threads_run_sched_idle():
+    import os
+
+    agg = Aggregator(4)
+    for low, policy in ((True, os.SCHED_IDLE), (False, os.SCHED_OTHER)):
+        before = set(syncer_threads())
+        syncer = agg.start_syncer("host=127.0.0.1 port=1 connect_timeout=1", interval=3600, low_priority=low)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            new = {t: p for t, p in syncer_threads().items() if t not in before}
+            if new and all(p == policy for p in new.values()):
+                break
+            time.sleep(0.01)
+        assert list(new.values()) == [policy]
+        with pytest.raises(StorageError):
+            syncer.stop(timeout=10)

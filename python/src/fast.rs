@@ -206,7 +206,9 @@ fn panicked(payload: Box<dyn Any + Send>) -> Obj {
 /// `slf` is a live instance of `T` (CPython checks it against the type the
 /// method descriptor was made for) and the caller is attached.
 #[inline(always)]
-pub(crate) unsafe fn this<'a, T: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync>(slf: Obj) -> &'a T {
+pub(crate) unsafe fn this<'a, T: pyo3::PyClass<Frozen = pyo3::pyclass::boolean_struct::True> + Sync>(
+    slf: Obj,
+) -> &'a T {
     // SAFETY: the caller's contract; the borrow lasts for the call, while
     // CPython holds `slf`.
     unsafe {
@@ -231,10 +233,16 @@ pub(crate) fn install(ty: &Bound<'_, pyo3::types::PyType>, def: ffi::PyMethodDef
 }
 
 /// A `METH_FASTCALL | METH_KEYWORDS` method definition.
-pub(crate) fn fastcall(name: &'static CStr, f: ffi::PyCFunctionFastWithKeywords, doc: &'static CStr) -> ffi::PyMethodDef {
+pub(crate) fn fastcall(
+    name: &'static CStr,
+    f: ffi::PyCFunctionFastWithKeywords,
+    doc: &'static CStr,
+) -> ffi::PyMethodDef {
     ffi::PyMethodDef {
         ml_name: name.as_ptr(),
-        ml_meth: ffi::PyMethodDefPointer { PyCFunctionFastWithKeywords: f },
+        ml_meth: ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: f,
+        },
         ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
         ml_doc: doc.as_ptr(),
     }
@@ -280,7 +288,11 @@ unsafe fn record_key(
                 (
                     exact_str(*args),
                     exact_number(*args.add(1)),
-                    if nargs == 3 { exact_str(*args.add(2)) } else { Some(kind.default_unit()) },
+                    if nargs == 3 {
+                        exact_str(*args.add(2))
+                    } else {
+                        Some(kind.default_unit())
+                    },
                 )
             };
             if let (Some(key), Some(value), Some(unit)) = (key, value, unit) {
@@ -371,8 +383,12 @@ unsafe extern "C" fn handle_record(slf: Obj, args: *const Obj, nargs: ffi::Py_ss
     guard(|| {
         // SAFETY: CPython passes a Handle (the descriptor's type) and is attached.
         let h: &Handle = unsafe { this(slf) };
-        // SAFETY: one positional argument, borrowed from the call.
-        let fast = if nargs == 1 && kwnames.is_null() { unsafe { exact_number(*args) } } else { None };
+        let fast = if nargs == 1 && kwnames.is_null() {
+            // SAFETY: one positional argument, borrowed from the call.
+            unsafe { exact_number(*args) }
+        } else {
+            None
+        };
         let v = match fast {
             Some(v) => v,
             // SAFETY: CPython's FASTCALL arguments, as received.

@@ -486,12 +486,7 @@ impl Syncer {
 
     /// The syncer's health as a dict.
     fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s: SyncStatus = self
-            .inner
-            .lock()
-            .as_ref()
-            .map(|s| s.status())
-            .unwrap_or_default();
+        let s: SyncStatus = self.inner.lock().as_ref().map(|s| s.status()).unwrap_or_default();
         let d = PyDict::new(py);
         d.set_item(
             "last_success",

@@ -83,9 +83,10 @@ impl Recorder {
                 namespace,
                 name,
                 original,
-                clock: agg.overridable.clone().ok_or_else(|| {
-                    PyValueError::new_err("a clock hook needs an aggregator without a ManualClock")
-                })?,
+                clock: agg
+                    .overridable
+                    .clone()
+                    .ok_or_else(|| PyValueError::new_err("a clock hook needs an aggregator without a ManualClock"))?,
                 overridden: AtomicBool::new(false),
             }),
         };
@@ -143,7 +144,11 @@ impl Recorder {
             (
                 exact_str(key),
                 exact_number(value),
-                if unit.is_null() { Some(kind.default_unit()) } else { exact_str(unit) },
+                if unit.is_null() {
+                    Some(kind.default_unit())
+                } else {
+                    exact_str(unit)
+                },
             )
         };
         let result = match fast {
@@ -331,7 +336,9 @@ unsafe extern "C" fn recorded_send(_slf: Obj, _value: Obj) -> Obj {
 unsafe extern "C" fn recorded_throw(_slf: Obj, args: *mut Obj, nargs: ffi::Py_ssize_t) -> Obj {
     guard(|| {
         if !(1..=3).contains(&nargs) {
-            return raise(PyTypeError::new_err(format!("throw expected 1 to 3 arguments, got {nargs}")));
+            return raise(PyTypeError::new_err(format!(
+                "throw expected 1 to 3 arguments, got {nargs}"
+            )));
         }
         Python::attach(|py| {
             // SAFETY: nargs >= 1 arguments, borrowed from the call.
@@ -376,7 +383,8 @@ pub(crate) fn install_recorder(m: &Bound<'_, PyModule>) -> PyResult<()> {
                 PyCFunctionFast: recorded_throw,
             },
             ml_flags: ffi::METH_FASTCALL,
-            ml_doc: c"throw($self, typ, val=None, tb=None, /)\n--\n\nFinished: raises the exception thrown in.".as_ptr(),
+            ml_doc: c"throw($self, typ, val=None, tb=None, /)\n--\n\nFinished: raises the exception thrown in."
+                .as_ptr(),
         },
         ffi::PyMethodDef {
             ml_name: c"close".as_ptr(),

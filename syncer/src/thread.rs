@@ -196,7 +196,11 @@ fn lower_priority() {
         const SCHED_IDLE: std::ffi::c_int = 5;
         unsafe extern "C" {
             // The C library's wrapper (this crate does not depend on libc).
-            fn sched_setscheduler(pid: std::ffi::c_int, policy: std::ffi::c_int, param: *const SchedParam) -> std::ffi::c_int;
+            fn sched_setscheduler(
+                pid: std::ffi::c_int,
+                policy: std::ffi::c_int,
+                param: *const SchedParam,
+            ) -> std::ffi::c_int;
         }
         let param = SchedParam { sched_priority: 0 };
         // SAFETY: the declaration matches <sched.h>; `param` is valid for the

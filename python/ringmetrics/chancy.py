@@ -98,7 +98,11 @@ class Metrics(_ChancyMetrics):
     """Chancy's ``Metrics`` plugin, recording into ringmetrics.
 
     Takes Chancy's keywords, plus ``clock`` (a :class:`ringmetrics.ManualClock`
-    for tests). ``max_buffered_points`` bounds memory as in Chancy: each
+    for tests) and ``low_priority_syncer``: run the syncer threads at Linux's
+    lowest priority (``SCHED_IDLE``), so the event loop always gets a core
+    first. Off by default: on a machine whose cores are saturated (CPU-bound
+    jobs) an idle-priority syncer gets almost no CPU, and its flushes, the
+    final one at shutdown included, could time out. ``max_buffered_points`` bounds memory as in Chancy: each
     session's aggregator holds ``max_buffered_points // 4`` series (a series
     holds a bucket at each of four resolutions); new keys past that are
     dropped with a warning.
@@ -113,6 +117,7 @@ class Metrics(_ChancyMetrics):
         collection_interval: int = 30,
         max_buffered_points: int = 10000,
         clock: ManualClock | None = None,
+        low_priority_syncer: bool = False,
     ) -> None:
         super().__init__(
             sync_interval=sync_interval,
@@ -122,6 +127,7 @@ class Metrics(_ChancyMetrics):
             max_buffered_points=max_buffered_points,
         )
         self._clock = clock
+        self._low_priority_syncer = bool(low_priority_syncer)
         self._capacity = max(1, max_buffered_points // 4)
         self._default = self._new_session(str(self.session_id), self.worker_id)
         self._sessions: dict[Any, _Session] = {}
@@ -167,8 +173,7 @@ class Metrics(_ChancyMetrics):
                 session_id=session.session_id,
                 interval=float(self.sync_interval),
                 max_backoff=300.0,
-                # The event loop's threads run before the syncer's.
-                low_priority=True,
+                low_priority=self._low_priority_syncer,
             )
         return session.syncer
 

@@ -407,6 +407,17 @@ struct Syncer {
     session_id: String,
 }
 
+impl Drop for Syncer {
+    /// A syncer dropped without `stop()` still makes its final flush (the
+    /// core's `Drop`, bounded): with the GIL released, so other Python
+    /// threads run while it waits on PostgreSQL.
+    fn drop(&mut self) {
+        if let Some(syncer) = self.inner.get_mut().take() {
+            Python::attach(|py| py.detach(move || drop(syncer)));
+        }
+    }
+}
+
 fn report<'py>(py: Python<'py>, r: FlushReport) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("rows_written", r.rows_written)?;

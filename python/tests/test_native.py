@@ -1,6 +1,7 @@
 """The native module: recording, validation, snapshots, handles, drops,
 time, and the syncer releasing the GIL."""
 
+import gc
 import socket
 import threading
 import time
@@ -347,3 +348,41 @@ def test_low_priority_syncer_threads_run_sched_idle():
         assert list(new.values()) == [policy]
         with pytest.raises(StorageError):
             syncer.stop(timeout=10)
+
+
+def test_a_dropped_syncer_flushes_and_releases_the_gil_meanwhile(dsn, prefix):
+    # Dropped without stop(): the final flush still saves the data.
+    agg = Aggregator(4, clock=ManualClock(T0))
+    agg.increment_counter("jobs:done", 5)
+    syncer = agg.start_syncer(dsn, prefix=prefix, worker_id="dropped", interval=3600)
+    del syncer
+    gc.collect()
+    series = read_metrics(dsn, prefix=prefix, metric_prefix="jobs", resolution="1min", start=T0, end=T0 + 60)
+    assert [(k, [p[5] for p in pts]) for k, _, _, pts in series] == [("jobs:done", [5.0])]
+
+    # Its final flush against a server that never answers waits out the
+    # connect timeout: other Python threads run meanwhile.
+    server, silent = silent_server()
+    with server:
+        agg = Aggregator(4)
+        agg.increment_counter("c", 1)
+        syncer = agg.start_syncer(silent, interval=3600)
+        ticks = 0
+        stop = threading.Event()
+
+        def ticker():
+            nonlocal ticks
+            while not stop.is_set():
+                ticks += 1
+                time.sleep(0.001)
+
+        t = threading.Thread(target=ticker)
+        t.start()
+        started = time.monotonic()
+        del syncer
+        gc.collect()
+        blocked = time.monotonic() - started
+        stop.set()
+        t.join()
+        assert blocked > 0.5, "the final flush did not wait on the server"
+        assert ticks > 100, "the GIL was held during the final flush"

@@ -367,17 +367,17 @@ async def test_flush_starts_no_python_thread(dsn, prefix, monkeypatch):
         assert summary(await plugin.get_metrics(chancy, resolution="1min"), "c") == 1.0
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "SCHED_IDLE"), reason="Linux scheduling policies")
-async def test_the_plugins_syncers_run_at_low_priority(dsn, prefix):
+@pytest.mark.parametrize("low", [False, True])
+async def test_the_plugins_syncers_run_at_normal_priority_unless_asked(dsn, prefix, low):
     import os
 
     from test_native import syncer_threads
 
-    plugin = Metrics(sync_interval=3600)
+    plugin = Metrics(sync_interval=3600, low_priority_syncer=low)
     async with app(dsn, prefix, plugin) as chancy:
         await chancy.migrate()
         before = set(syncer_threads())
         await plugin.increment_counter("c", 1)
         await plugin.flush(chancy)
         new = {t: p for t, p in syncer_threads().items() if t not in before}
-        assert list(new.values()) == [os.SCHED_IDLE]
+        assert list(new.values()) == [os.SCHED_IDLE if low else os.SCHED_OTHER]

@@ -216,29 +216,36 @@ impl Aggregator {
         unit: &Bound<'_, PyAny>,
         at: Option<f64>,
     ) -> Option<String> {
-        let result = (|| -> Result<(), Error> {
-            let kind = kind_of(kind)?;
+        use ringmetrics::DropReason;
+        // A refusal before the aggregator sees the record is counted under
+        // the reason it breaks; the aggregator counts its own.
+        let result = (|| -> Result<(), (Error, DropReason)> {
+            let kind = kind_of(kind).map_err(|e| (e, DropReason::UnknownSeries))?;
             let key: &str = key
                 .extract()
-                .map_err(|_| Error::Value("metric keys must be str".into()))?;
+                .map_err(|_| (Error::Value("metric keys must be str".into()), DropReason::InvalidKey))?;
             let unit: &str = unit
                 .extract()
-                .map_err(|_| Error::Value("metric units must be str".into()))?;
-            let v = number(value)?;
+                .map_err(|_| (Error::Value("metric units must be str".into()), DropReason::InvalidUnit))?;
+            let v = number(value).map_err(|e| (e, DropReason::NonFiniteValue))?;
+            let at = at
+                .map(secs_to_nanos)
+                .transpose()
+                .map_err(|e| (e, DropReason::InvalidTimestamp))?;
             match at {
-                None => self.inner.record_key(kind, key, unit, v)?,
-                Some(at) => self.inner.record_key_at(kind, key, unit, v, secs_to_nanos(at)?)?,
+                None => self.inner.record_key(kind, key, unit, v),
+                Some(at) => self.inner.record_key_at(kind, key, unit, v, at),
             }
-            Ok(())
+            .map_err(|e| (Error::Core(e), DropReason::UnknownSeries))
         })();
         match result {
             Ok(()) => None,
-            Err(Error::Core(e)) => Some(e.to_string()),
-            Err(Error::Value(m)) => {
-                self.inner.count_refused(ringmetrics::DropReason::NonFiniteValue);
+            Err((Error::Core(e), _)) => Some(e.to_string()),
+            Err((Error::Value(m), reason)) => {
+                self.inner.count_refused(reason);
                 Some(m)
             }
-            Err(Error::Sync(e)) => Some(e.to_string()),
+            Err((Error::Sync(e), _)) => Some(e.to_string()),
         }
     }
 

@@ -60,32 +60,34 @@ def test_handles_record_without_lookup():
 
 
 @pytest.mark.parametrize(
-    "key,value,unit,why",
+    "key,value,unit,why,reason",
     [
-        ("k", float("nan"), "count", "not finite"),
-        ("k", float("inf"), "count", "not finite"),
-        ("k", float("-inf"), "count", "not finite"),
-        ("k", True, "count", "bool"),
-        ("k", 10**400, "count", "finite number"),
-        ("k", "1", "count", "finite number"),
-        ("k", None, "count", "finite number"),
-        ("", 1, "count", "empty"),
-        ("x" * 1025, 1, "count", "1024"),
-        ("é" * 513, 1, "count", "1024"),
-        ("a\x00b", 1, "count", "NUL"),
-        ("k", 1, "", "empty"),
-        ("k", 1, "u" * 65, "64"),
-        ("k", 1, "a\x00", "NUL"),
-        (b"k", 1, "count", "str"),
-        ("k", 1, 5, "str"),
+        ("k", float("nan"), "count", "not finite", "non_finite_value"),
+        ("k", float("inf"), "count", "not finite", "non_finite_value"),
+        ("k", float("-inf"), "count", "not finite", "non_finite_value"),
+        ("k", True, "count", "bool", "non_finite_value"),
+        ("k", 10**400, "count", "finite number", "non_finite_value"),
+        ("k", "1", "count", "finite number", "non_finite_value"),
+        ("k", None, "count", "finite number", "non_finite_value"),
+        ("", 1, "count", "empty", "invalid_key"),
+        ("x" * 1025, 1, "count", "1024", "invalid_key"),
+        ("é" * 513, 1, "count", "1024", "invalid_key"),
+        ("a\x00b", 1, "count", "NUL", "invalid_key"),
+        ("k", 1, "", "empty", "invalid_unit"),
+        ("k", 1, "u" * 65, "64", "invalid_unit"),
+        ("k", 1, "a\x00", "NUL", "invalid_unit"),
+        (b"k", 1, "count", "str", "invalid_key"),
+        ("k", 1, 5, "str", "invalid_unit"),
     ],
 )
-def test_invalid_input_is_refused_counted_and_poisons_nothing(key, value, unit, why):
+def test_invalid_input_is_refused_counted_and_poisons_nothing(key, value, unit, why, reason):
     agg = Aggregator(8)
     with pytest.raises(ValueError, match=why) if isinstance(key, str) and isinstance(unit, str) else pytest.raises(TypeError):
         agg.record("counter", key, value, unit)
+    before = agg.drops()[reason]
     assert why in agg.try_record("counter", key, value, unit)
     drops = agg.drops()
+    assert drops[reason] == before + 1, f"try_record counted under {reason}: {drops}"
     assert sum(v for v in drops.values() if isinstance(v, int)) >= 1
     # The aggregator still works and holds nothing from the refused call.
     agg.increment_counter("ok", 1)

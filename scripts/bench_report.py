@@ -92,8 +92,11 @@ if (out / "c-callgrind.md").exists():
     print((out / "c-callgrind.md").read_text())
 
 print("## Python\n")
-print("`.venv/bin/python python/benches/bench_record.py`: medians of 7 repeats; native rows subtract the empty loop.")
-print("The plugin rows include creating and awaiting a coroutine (the empty `await` row is that floor).\n")
+print("`.venv/bin/python python/benches/bench_record.py`: medians of 7 repeats, call costs in thread CPU time; native rows")
+print("subtract the empty loop. The plugin rows time `await metrics.<method>(key, 1)` as written (our record methods are")
+print("native and return a finished awaitable; the floor row is the bare `await` of an `async def`). A loop stall is how late")
+print("a 1 ms ticker wakes while the flush runs; the control row is the same ticker with nothing running, what this VM itself")
+print("costs the loop.\n")
 print((out / "python.md").read_text())
 
 print("## Flush\n")

@@ -168,9 +168,13 @@ async def flush_stall(dsn, results, series=10_000):
     """FLUSH_RUNS flushes per plugin, alternating, each with a new plugin
     (as a new worker process would have): median and worst stall, median
     wall time."""
-    runs = {"ours": [], "chancy": []}
+    runs = {"ours": [], "ours, low priority": [], "chancy": []}
+
+    def low_priority(**kw):
+        return Metrics(low_priority_syncer=True, **kw)
+
     for _ in range(FLUSH_RUNS):
-        for name, make in (("ours", Metrics), ("chancy", ChancyMetrics)):
+        for name, make in (("ours", Metrics), ("ours, low priority", low_priority), ("chancy", ChancyMetrics)):
             runs[name].append(await one_flush_stall(dsn, make(max_buffered_points=4 * series + 8), series))
 
     def med(name, i):
@@ -186,6 +190,14 @@ async def flush_stall(dsn, results, series=10_000):
     results[f"longest loop stall while {series:,} series flush (ms), worst of {FLUSH_RUNS}"] = (
         worst("ours"),
         worst("chancy"),
+    )
+    results[f"... with `Metrics(low_priority_syncer=True)` (SCHED_IDLE syncer), median of {FLUSH_RUNS}"] = (
+        med("ours, low priority", 0),
+        None,
+    )
+    results[f"... with `Metrics(low_priority_syncer=True)`, worst of {FLUSH_RUNS}"] = (
+        worst("ours, low priority"),
+        None,
     )
     results[f"flush of {series:,} changed series, wall time (ms), median of {FLUSH_RUNS}"] = (
         med("ours", 1),

@@ -191,11 +191,11 @@ async def flush_stall(dsn, results, series=10_000):
         worst("ours"),
         worst("chancy"),
     )
-    results[f"... with `Metrics(low_priority_syncer=True)` (SCHED_IDLE syncer), median of {FLUSH_RUNS}"] = (
+    results[f"... with `Metrics(low_priority_syncer=True)` (SCHED_IDLE syncer) (ms), median of {FLUSH_RUNS}"] = (
         med("ours, low priority", 0),
         None,
     )
-    results[f"... with `Metrics(low_priority_syncer=True)`, worst of {FLUSH_RUNS}"] = (
+    results[f"... with `Metrics(low_priority_syncer=True)` (ms), worst of {FLUSH_RUNS}"] = (
         worst("ours, low priority"),
         None,
     )

@@ -14,6 +14,28 @@ from ringmetrics import Aggregator, ManualClock, StorageError, cleanup, read_met
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 
 
+class Ticker:
+    """A Python thread counting 1 ms sleeps while the body runs: if the body
+    held the GIL, it could not count. `elapsed`: how long the body took."""
+
+    def __enter__(self):
+        self.ticks, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+        self._started = time.monotonic()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.ticks += 1
+            time.sleep(0.001)
+
+    def __exit__(self, *exc):
+        self.elapsed = time.monotonic() - self._started
+        self._stop.set()
+        self._thread.join()
+
+
 def test_counter_gauge_histogram_on_a_manual_clock():
     clock = ManualClock(T0 + 1)
     agg = Aggregator(16, clock=clock)
@@ -181,25 +203,11 @@ def test_flush_releases_the_gil():
         syncer = agg.start_syncer(
             f"host=127.0.0.1 port={port} user=x password=secret connect_timeout=2", interval=3600
         )
-        ticks = 0
-        stop = threading.Event()
-
-        def ticker():
-            nonlocal ticks
-            while not stop.is_set():
-                ticks += 1
-                time.sleep(0.001)
-
-        t = threading.Thread(target=ticker)
-        t.start()
-        started = time.monotonic()
-        with pytest.raises(StorageError) as err:
-            syncer.flush(timeout=10)
-        blocked = time.monotonic() - started
-        stop.set()
-        t.join()
-        assert blocked > 1.0
-        assert ticks > 200, "the GIL was held while flushing"
+        with Ticker() as ticker:
+            with pytest.raises(StorageError) as err:
+                syncer.flush(timeout=10)
+        assert ticker.elapsed > 1.0
+        assert ticker.ticks > 200, "the GIL was held while flushing"
         assert "secret" not in str(err.value)
         assert syncer.status()["failures"] == 1 and "secret" not in syncer.status()["last_error"]
         # A timeout shorter than the connect timeout: TimeoutError.
@@ -369,22 +377,8 @@ def test_a_dropped_syncer_flushes_and_releases_the_gil_meanwhile(dsn, prefix):
         agg = Aggregator(4)
         agg.increment_counter("c", 1)
         syncer = agg.start_syncer(silent, interval=3600)
-        ticks = 0
-        stop = threading.Event()
-
-        def ticker():
-            nonlocal ticks
-            while not stop.is_set():
-                ticks += 1
-                time.sleep(0.001)
-
-        t = threading.Thread(target=ticker)
-        t.start()
-        started = time.monotonic()
-        del syncer
-        gc.collect()
-        blocked = time.monotonic() - started
-        stop.set()
-        t.join()
-        assert blocked > 0.5, "the final flush did not wait on the server"
-        assert ticks > 100, "the GIL was held during the final flush"
+        with Ticker() as ticker:
+            del syncer
+            gc.collect()
+        assert ticker.elapsed > 0.5, "the final flush did not wait on the server"
+        assert ticker.ticks > 100, "the GIL was held during the final flush"

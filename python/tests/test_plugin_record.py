@@ -151,7 +151,10 @@ async def test_hub_and_native_paths_share_the_rate_limited_warning(caplog):
 
 
 async def test_a_monkeypatched_utcnow_stamps_records_on_both_paths(monkeypatch):
-    patched = datetime.datetime(2026, 11, 24, 10, 0, tzinfo=datetime.UTC)
+    # Ten minutes ago: the plugin's 1min ring (24 buckets) holds the patched
+    # minutes and the real one in distinct slots whatever the time of day.
+    now = datetime.datetime.now(datetime.UTC).replace(second=0, microsecond=0)
+    patched = now - datetime.timedelta(minutes=10)
     at = int(patched.timestamp())
     m = Metrics()
     monkeypatch.setattr(chancy_metrics, "utcnow", lambda: patched)

@@ -341,7 +341,6 @@ def syncer_threads():
     return tids
 
 
-@pytest.mark.skipif(not hasattr(__import__("os"), "SCHED_IDLE"), reason="Linux scheduling policies")
 def test_low_priority_syncer_threads_run_sched_idle():
     import os
 

@@ -214,6 +214,8 @@ impl SeriesRef<'_> {
     #[inline]
     pub(crate) fn record(&self, v: f64, at: Nanos, now: Nanos, drops: &DropCounters) -> Outcome {
         let minute = at.div_euclid(NANOS * 60) + 1;
+        // The rule of `Aggregator::record_in_stripe` (which the fast path
+        // spells out itself: a shared helper costs it ~6 instructions).
         let slot = thread_slot::current() as usize;
         if slot < self.all_stripes.len() / self.capacity
             && let Some(stripe) = self.all_stripes.get(slot * self.capacity + self.id)

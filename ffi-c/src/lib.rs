@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ringmetrics::{Aggregator, Config, Kind, ManualClock, Resolution, Series};
+use ringmetrics::{Aggregator, Config, DropReason, Kind, ManualClock, Resolution, Series};
 use ringmetrics_postgres::{ReadQuery, ReadSeries, SyncError, Syncer, SyncerConfig};
 
 mod record;
@@ -338,6 +338,37 @@ impl rm_aggregator {
     fn learn_owner(&self, s: Series) {
         self.owner.store(OWNER_KNOWN | s.to_raw().2 as u64, Ordering::Relaxed);
     }
+
+    /// Find or register `key` (the core's `register`), as a C handle.
+    fn register(&self, kind: Kind, key: &str, unit: &str) -> Result<rm_series, ringmetrics::Error> {
+        let s = self.agg.register(kind, key, unit)?;
+        self.learn_owner(s);
+        let (id, kind, owner) = s.to_raw();
+        Ok(rm_series {
+            id,
+            kind: kind as u32,
+            owner,
+        })
+    }
+}
+
+/// A key and unit given as pointer + length, as text: the unit NULL/0 is
+/// the kind's default. On failure, the result code and the drop reason the
+/// bad argument falls under.
+fn key_and_unit<'a>(
+    kind: Kind,
+    key: *const c_char,
+    key_len: usize,
+    unit: *const c_char,
+    unit_len: usize,
+) -> Result<(&'a str, &'a str), (rm_result, DropReason)> {
+    let key = text(key, key_len).map_err(|e| (e, DropReason::InvalidKey))?;
+    let unit = match text(unit, unit_len) {
+        Ok("") => kind.default_unit(),
+        Ok(u) => u,
+        Err(e) => return Err((e, DropReason::InvalidUnit)),
+    };
+    Ok((key, unit))
 }
 
 /// A handle for recording without a key lookup. Plain data: copy it freely,
@@ -545,27 +576,14 @@ pub unsafe extern "C" fn rm_register(
         let Some(kind) = crate::kind(kind) else {
             return RM_INVALID_ARGUMENT;
         };
-        let key = match text(key, key_len) {
+        let (key, unit) = match key_and_unit(kind, key, key_len, unit, unit_len) {
             Ok(k) => k,
-            Err(e) => return e,
+            Err((e, _)) => return e,
         };
-        let unit = match text(unit, unit_len) {
-            Ok("") => kind.default_unit(),
-            Ok(u) => u,
-            Err(e) => return e,
-        };
-        match a.agg.register(kind, key, unit) {
+        match a.register(kind, key, unit) {
             Ok(s) => {
-                a.learn_owner(s);
-                let (id, kind, owner) = s.to_raw();
                 // SAFETY: checked non-NULL.
-                unsafe {
-                    *out = rm_series {
-                        id,
-                        kind: kind as u32,
-                        owner,
-                    }
-                };
+                unsafe { *out = s };
                 RM_OK
             }
             Err(e) => core_error(e),

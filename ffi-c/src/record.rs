@@ -21,7 +21,7 @@ use std::ffi::c_char;
 use ringmetrics::{DropReason, Kind};
 
 use crate::rm_result::*;
-use crate::{agg_ref, boundary, core_error, rm_aggregator, rm_record_at, rm_result, rm_series, text};
+use crate::{agg_ref, boundary, core_error, key_and_unit, rm_aggregator, rm_record_at, rm_result, rm_series};
 
 /// A core result as a result code. The error arm is out of line, so the
 /// success path stays a compare and a return.
@@ -138,14 +138,9 @@ pub(crate) unsafe fn record_key_slow(
     value: f64,
     at: Option<i64>,
 ) -> rm_result {
-    let key = match text(key, key_len) {
+    let (key, unit) = match key_and_unit(kind, key, key_len, unit, unit_len) {
         Ok(k) => k,
-        Err(e) => return refused(a, e, DropReason::InvalidKey),
-    };
-    let unit = match text(unit, unit_len) {
-        Ok("") => kind.default_unit(),
-        Ok(u) => u,
-        Err(e) => return refused(a, e, DropReason::InvalidUnit),
+        Err((e, reason)) => return refused(a, e, reason),
     };
     // As in the core's `record_key`: the value is checked before a new key
     // is registered, so a bad value never creates a series.
@@ -153,18 +148,9 @@ pub(crate) unsafe fn record_key_slow(
         a.agg.count_refused(DropReason::NonFiniteValue);
         return core_error(ringmetrics::Error::NonFiniteValue(value));
     }
-    match a.agg.register(kind, key, unit) {
-        Ok(s) => {
-            a.learn_owner(s);
-            let (id, kind, owner) = s.to_raw();
-            let s = rm_series {
-                id,
-                kind: kind as u32,
-                owner,
-            };
-            // SAFETY: by this function's contract.
-            unsafe { record_handle(agg, s, value, at) }
-        }
+    match a.register(kind, key, unit) {
+        // SAFETY: by this function's contract.
+        Ok(s) => unsafe { record_handle(agg, s, value, at) },
         Err(e) => core_error(e),
     }
 }

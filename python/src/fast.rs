@@ -413,30 +413,25 @@ unsafe extern "C" fn handle_record(slf: Obj, args: *const Obj, nargs: ffi::Py_ss
 /// Replace the PyO3 record methods with the entry points above.
 pub(crate) fn install_record_methods(py: Python<'_>) -> PyResult<()> {
     let agg = py.get_type::<Aggregator>();
-    install(
-        &agg,
+    for def in [
         fastcall(
             c"increment_counter",
             aggregator_increment_counter,
             c"increment_counter($self, key, value, unit='count')\n--\n\nAdd `value` to the counter `key`. Raises ValueError on bad input.",
         ),
-    )?;
-    install(
-        &agg,
         fastcall(
             c"record_gauge",
             aggregator_record_gauge,
             c"record_gauge($self, key, value, unit='number')\n--\n\nSet the gauge `key`. Raises ValueError on bad input.",
         ),
-    )?;
-    install(
-        &agg,
         fastcall(
             c"record_histogram",
             aggregator_record_histogram,
             c"record_histogram($self, key, value, unit='number')\n--\n\nAdd an observation to the histogram `key`. Raises ValueError on bad input.",
         ),
-    )?;
+    ] {
+        install(&agg, def)?;
+    }
     install(
         &py.get_type::<Handle>(),
         fastcall(

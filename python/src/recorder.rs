@@ -450,8 +450,7 @@ pub(crate) fn install_recorder(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
     m.add_class::<Recorder>()?;
     let recorder = py.get_type::<Recorder>();
-    install(
-        &recorder,
+    for def in [
         fastcall(
             c"increment_counter",
             recorder_increment_counter,
@@ -459,9 +458,6 @@ pub(crate) fn install_recorder(m: &Bound<'_, PyModule>) -> PyResult<()> {
               Increment a counter (Chancy's signature). Records at once, never raises on bad input; \
               returns an awaitable that is already done.",
         ),
-    )?;
-    install(
-        &recorder,
         fastcall(
             c"record_gauge",
             recorder_record_gauge,
@@ -469,9 +465,6 @@ pub(crate) fn install_recorder(m: &Bound<'_, PyModule>) -> PyResult<()> {
               Record a gauge (Chancy's signature). Records at once, never raises on bad input; \
               returns an awaitable that is already done.",
         ),
-    )?;
-    install(
-        &recorder,
         fastcall(
             c"record_histogram_value",
             recorder_record_histogram_value,
@@ -479,6 +472,8 @@ pub(crate) fn install_recorder(m: &Bound<'_, PyModule>) -> PyResult<()> {
               Record a histogram observation (Chancy's signature). Records at once, never raises on bad \
               input; returns an awaitable that is already done.",
         ),
-    )?;
+    ] {
+        install(&recorder, def)?;
+    }
     Ok(())
 }

@@ -12,6 +12,7 @@ use crate::drops::{DropCounters, DropReason, Drops};
 use crate::error::Error;
 use crate::registry::{Registry, SeriesInfo};
 use crate::series::{Accumulator, Outcome, SeriesRef, Slot};
+use crate::session::Session;
 use crate::stripe::Stripe;
 use crate::{Kind, Resolution, thread_slot, validate};
 
@@ -75,6 +76,8 @@ pub struct Aggregator {
     drops: DropCounters,
     /// Distinguishes this aggregator's handles from another's.
     owner: u32,
+    /// The storage session the data belongs to (see [`Session`]).
+    session: Session,
 }
 
 impl std::fmt::Debug for Aggregator {
@@ -109,7 +112,14 @@ impl Aggregator {
             clock,
             config,
             owner,
+            session: Session::new(),
         })
+    }
+
+    /// The storage session this aggregator's data belongs to: one id for
+    /// its whole life, one writer at a time.
+    pub fn session(&self) -> &Session {
+        &self.session
     }
 
     /// The configuration.

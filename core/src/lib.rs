@@ -16,6 +16,10 @@
 //!   series holds, and a version that tells a syncer what changed.
 //! - [`Bucket`], [`SeriesData`]: absolute bucket values.
 //!
+//! # Storage identity
+//! - [`Session`]: the one session id an aggregator's data is saved under,
+//!   one writer at a time, never from a forked child.
+//!
 //! # Refusals
 //! - [`Error`]: what a refused call broke; [`Drops`] / [`DropReason`]: the
 //!   counters every refusal increments.
@@ -37,6 +41,7 @@ mod kind;
 mod registry;
 mod resolution;
 mod series;
+mod session;
 mod stripe;
 mod sync;
 mod thread_slot;
@@ -51,6 +56,7 @@ pub use error::Error;
 pub use kind::Kind;
 pub use registry::SeriesInfo;
 pub use resolution::{CHUNK_BUCKETS, Resolution};
+pub use session::{Session, SessionError};
 
 /// The writer slot the current thread holds (its stripe index in every
 /// aggregator), if it has recorded and holds one. For tests and diagnostics.

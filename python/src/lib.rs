@@ -354,9 +354,10 @@ impl Aggregator {
         config.prefix = prefix.into();
         config.worker_id = worker_id.into();
         if let Some(s) = session_id {
-            config.session_id = s
-                .parse()
-                .map_err(|e| Error::Value(format!("session_id {s:?} is not a UUID: {e}")))?;
+            config.session_id = Some(
+                s.parse()
+                    .map_err(|e| Error::Value(format!("session_id {s:?} is not a UUID: {e}")))?,
+            );
         }
         if !(interval > 0.0 && interval.is_finite()) || !(max_backoff > 0.0 && max_backoff.is_finite()) {
             return Err(Error::Value("interval and max_backoff must be positive seconds".into()));

@@ -15,11 +15,29 @@ pub struct SyncerConfig {
     pub prefix: String,
     /// The worker id stored in each row. Default `""`.
     pub worker_id: String,
-    /// The session stored in each row; a fresh uuid4 by default, so a
-    /// reused worker id never overwrites earlier history.
-    pub session_id: uuid::Uuid,
+    /// The session stored in each row. `None` (the default): the
+    /// aggregator's own session, a fresh uuid4 the first time it is
+    /// written, so a reused worker id never overwrites earlier history and
+    /// a restarted syncer continues the same session. `Some(id)` fixes a new
+    /// aggregator's session to `id`; an aggregator already saved under
+    /// another id is refused.
+    pub session_id: Option<uuid::Uuid>,
     /// How often to write changed chunks. Default 60 s.
     pub interval: Duration,
+    /// Flush every `interval` by itself. Default true; false flushes only
+    /// when asked ([`crate::Syncer::flush`], stop, detach), as Chancy's
+    /// plugin does from its own loop.
+    pub periodic: bool,
+    /// Keep the connection open between flushes. Default false: the syncer
+    /// connects for a flush that has rows to write and disconnects after
+    /// it, so between flushes it holds no server backend (and no pooler
+    /// slot). Reconnecting costs one handshake per flush.
+    pub hold_connection: bool,
+    /// Chancy's retention per resolution in seconds, finest first
+    /// (`min(max_points * width, maximum_metric_age)`); chunks older than
+    /// `cleanup` keeps are never written. Default Chancy's
+    /// (1 hour, 1 day, 1 week, 90 days).
+    pub retention_secs: [i64; 4],
     /// After failures, retries back off exponentially: the first retry
     /// waits `min(interval, 1 s)`, each further failure doubles the wait, up
     /// to this cap. A success goes back to `interval`. Default 300 s.
@@ -41,6 +59,9 @@ impl std::fmt::Debug for SyncerConfig {
             .field("worker_id", &self.worker_id)
             .field("session_id", &self.session_id)
             .field("interval", &self.interval)
+            .field("periodic", &self.periodic)
+            .field("hold_connection", &self.hold_connection)
+            .field("retention_secs", &self.retention_secs)
             .field("max_backoff", &self.max_backoff)
             .field("create_schema", &self.create_schema)
             .field("low_priority", &self.low_priority)
@@ -55,8 +76,11 @@ impl SyncerConfig {
             dsn: dsn.into(),
             prefix: "chancy_".into(),
             worker_id: String::new(),
-            session_id: uuid::Uuid::new_v4(),
+            session_id: None,
             interval: Duration::from_secs(60),
+            periodic: true,
+            hold_connection: false,
+            retention_secs: crate::retention::DEFAULT_RETENTION_SECS,
             max_backoff: Duration::from_secs(300),
             create_schema: true,
             low_priority: false,
@@ -69,6 +93,12 @@ impl SyncerConfig {
         validate_prefix(&self.prefix)?;
         if self.interval.is_zero() {
             return Err(SyncError::InvalidConfig("interval must be positive".into()));
+        }
+        if self.retention_secs.iter().any(|r| *r <= 0) {
+            return Err(SyncError::InvalidConfig(format!(
+                "retention_secs must be positive, got {:?}",
+                self.retention_secs
+            )));
         }
         if self.max_backoff.is_zero() {
             return Err(SyncError::InvalidConfig("max_backoff must be positive".into()));

@@ -5,7 +5,9 @@
 //! - [`Syncer`] / [`SyncerConfig`]: a named background thread that owns one
 //!   `postgres::Client` and, every interval or on demand, upserts each changed
 //!   12-bucket chunk as absolute values (idempotent: a retry never double
-//!   counts). [`SyncStatus`] reports progress and failures.
+//!   counts). Several aggregators can share one syncer ([`Syncer::attach`],
+//!   [`Syncer::detach`]); each keeps its own session for life.
+//!   [`SyncStatus`] reports progress and failures.
 //! - [`cleanup`]: Chancy's `cleanup()` (expired chunks, then orphan keys).
 //! - [`read_metrics`]: Chancy's merge of every worker's rows, from Rust or C.
 //! - [`schema_sql`]: Chancy's DDL for a prefix, as the syncer creates it.
@@ -15,12 +17,15 @@
 mod config;
 mod error;
 mod read;
+mod retention;
 mod schema;
+mod source;
 mod thread;
 mod writer;
 
 pub use config::SyncerConfig;
 pub use error::SyncError;
 pub use read::{ReadPoint, ReadQuery, ReadSeries, cleanup, read_metrics};
+pub use retention::{DEFAULT_RETENTION_SECS, first_kept_chunk};
 pub use schema::schema_sql;
 pub use thread::{FlushReport, SyncStatus, Syncer};

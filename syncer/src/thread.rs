@@ -14,6 +14,7 @@ use ringmetrics::Aggregator;
 use crate::config::{SyncerConfig, password};
 use crate::error::{SyncError, db};
 use crate::schema;
+use crate::source::Source;
 use crate::writer::Writer;
 
 /// What one flush wrote.
@@ -55,10 +56,19 @@ type Reply = Sender<Result<FlushReport, SyncError>>;
 
 enum Command {
     Flush(Reply),
+    /// Add an aggregator (its session already claimed).
+    Attach(Source),
+    /// Final flush of one aggregator, then forget it (on success only).
+    Detach(Arc<Aggregator>, Reply),
     Shutdown(Reply),
 }
 
-/// A background thread writing an aggregator into Chancy's tables.
+/// A background thread writing aggregators into Chancy's tables.
+///
+/// Each attached aggregator is written under its own session id (the
+/// aggregator's for life, see [`ringmetrics::Session`]) and worker id, all
+/// of them through one connection and, per flush, one transaction per
+/// 5,000 chunk rows.
 ///
 /// Dropping it asks for a final flush and waits for it at most 10 seconds
 /// (the thread finishes on its own after that); use [`Syncer::stop`] to
@@ -69,6 +79,9 @@ pub struct Syncer {
     status: Arc<Mutex<SyncStatus>>,
     session_id: uuid::Uuid,
     worker_id: String,
+    /// The process that started the thread: in a forked child the thread
+    /// does not exist, so every call fails at once.
+    pid: u32,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -81,17 +94,33 @@ impl std::fmt::Debug for Syncer {
 }
 
 impl Syncer {
-    /// Validate `config` and start the thread `ringmetrics-syncer`. The
-    /// database need not be up: the thread connects when it first flushes
-    /// and keeps retrying.
+    /// Validate `config`, attach `aggregator` (under `config.worker_id`
+    /// and `config.session_id`) and start the thread `ringmetrics-syncer`.
+    /// The database need not be up: the thread connects when it first
+    /// flushes and keeps retrying.
+    ///
+    /// Fails if the aggregator already has a running syncer, if its data is
+    /// already saved under another session id than `config.session_id`, or
+    /// in a forked child of the process that created it.
     pub fn start(aggregator: Arc<Aggregator>, config: SyncerConfig) -> Result<Syncer, SyncError> {
+        let source = Source::attach(aggregator, config.worker_id.clone(), config.session_id)?;
+        let mut syncer = Syncer::spawn(config)?;
+        syncer.session_id = source.session_id;
+        syncer.send(Command::Attach(source))?;
+        Ok(syncer)
+    }
+
+    /// Validate `config` and start the thread with no aggregator attached
+    /// (`config.worker_id` and `config.session_id` are unused): add them
+    /// with [`Syncer::attach`].
+    pub fn spawn(config: SyncerConfig) -> Result<Syncer, SyncError> {
         let pg = config.validate()?;
         let (tx, rx) = unbounded();
         let status = Arc::new(Mutex::new(SyncStatus {
             running: true,
             ..SyncStatus::default()
         }));
-        let (session_id, worker_id) = (config.session_id, config.worker_id.clone());
+        let worker_id = config.worker_id.clone();
         let thread_status = status.clone();
         let handle = std::thread::Builder::new()
             .name("ringmetrics-syncer".into())
@@ -108,7 +137,7 @@ impl Syncer {
                 if config.low_priority {
                     lower_priority();
                 }
-                let mut state = State::new(aggregator, config, pg, thread_status);
+                let mut state = State::new(config, pg, thread_status);
                 state.run(rx);
             })
             .map_err(|e| SyncError::InvalidConfig(format!("cannot start the syncer thread: {e}")))?;
@@ -116,9 +145,53 @@ impl Syncer {
             commands: Some(tx),
             handle: Some(handle),
             status,
-            session_id,
+            session_id: uuid::Uuid::nil(),
             worker_id,
+            pid: std::process::id(),
         })
+    }
+
+    /// Write `aggregator` too, under `worker_id` and its session (fixed to
+    /// `session_id` if it has none yet; a fresh uuid4 when `None`). Returns
+    /// the session id. Fails as [`Syncer::start`] does.
+    pub fn attach(
+        &self,
+        aggregator: Arc<Aggregator>,
+        worker_id: impl Into<String>,
+        session_id: Option<uuid::Uuid>,
+    ) -> Result<uuid::Uuid, SyncError> {
+        self.check_process()?;
+        let source = Source::attach(aggregator, worker_id.into(), session_id)?;
+        let id = source.session_id;
+        self.send(Command::Attach(source))?;
+        Ok(id)
+    }
+
+    /// Write what `aggregator` still holds unsaved, then stop writing it
+    /// (its session can then be taken by another syncer). On failure or
+    /// timeout it stays attached, its data pending. Detaching an aggregator
+    /// that is not attached is a successful no-op.
+    pub fn detach(&self, aggregator: &Arc<Aggregator>, timeout: Duration) -> Result<FlushReport, SyncError> {
+        let agg = aggregator.clone();
+        self.ask(move |reply| Command::Detach(agg, reply), timeout)
+    }
+
+    fn check_process(&self) -> Result<(), SyncError> {
+        if std::process::id() == self.pid {
+            Ok(())
+        } else {
+            Err(SyncError::InvalidConfig(format!(
+                "this syncer belongs to process {}: its thread does not exist after fork(); start a new syncer \
+                 on a new aggregator in the child",
+                self.pid
+            )))
+        }
+    }
+
+    fn send(&self, command: Command) -> Result<(), SyncError> {
+        self.check_process()?;
+        let commands = self.commands.as_ref().ok_or(SyncError::Stopped)?;
+        commands.send(command).map_err(|_| SyncError::Stopped)
     }
 
     /// Write every changed chunk now and wait for the result, at most
@@ -129,8 +202,7 @@ impl Syncer {
 
     fn ask(&self, make: impl FnOnce(Reply) -> Command, timeout: Duration) -> Result<FlushReport, SyncError> {
         let (reply, answer) = bounded(1);
-        let commands = self.commands.as_ref().ok_or(SyncError::Stopped)?;
-        commands.send(make(reply)).map_err(|_| SyncError::Stopped)?;
+        self.send(make(reply))?;
         match answer.recv_timeout(timeout) {
             Ok(result) => result,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => Err(SyncError::Timeout),
@@ -138,17 +210,23 @@ impl Syncer {
         }
     }
 
-    /// A copy of the current status.
+    /// A copy of the current status. Never waits on a flush. In a forked
+    /// child it reports the syncer as not running.
     pub fn status(&self) -> SyncStatus {
-        self.status.lock().clone()
+        let mut status = self.status.lock().clone();
+        if self.check_process().is_err() {
+            status.running = false;
+        }
+        status
     }
 
-    /// The session id written in every row.
+    /// The session id of the aggregator given to [`Syncer::start`] (nil
+    /// for [`Syncer::spawn`]).
     pub fn session_id(&self) -> uuid::Uuid {
         self.session_id
     }
 
-    /// The worker id written in every row.
+    /// The worker id of the aggregator given to [`Syncer::start`].
     pub fn worker_id(&self) -> &str {
         &self.worker_id
     }
@@ -160,6 +238,14 @@ impl Syncer {
     }
 
     fn shutdown(&mut self, timeout: Duration) -> Result<FlushReport, SyncError> {
+        if let Err(e) = self.check_process() {
+            // The thread is the parent's: nothing to join here.
+            self.commands = None;
+            if let Some(handle) = self.handle.take() {
+                std::mem::forget(handle);
+            }
+            return Err(e);
+        }
         let result = self.ask(Command::Shutdown, timeout);
         self.commands = None;
         if let Some(handle) = self.handle.take()
@@ -254,21 +340,17 @@ struct State {
     pg: postgres::Config,
     secret: Option<String>,
     client: Option<Client>,
+    /// The tables were found (or created) at version 2; checked once per
+    /// syncer, again only after a write finds a table missing.
     schema_checked: bool,
     writer: Writer,
     status: Arc<Mutex<SyncStatus>>,
 }
 
 impl State {
-    fn new(agg: Arc<Aggregator>, config: SyncerConfig, pg: postgres::Config, status: Arc<Mutex<SyncStatus>>) -> Self {
+    fn new(config: SyncerConfig, pg: postgres::Config, status: Arc<Mutex<SyncStatus>>) -> Self {
         let secret = password(&pg);
-        let writer = Writer::new(
-            agg,
-            config.prefix.clone(),
-            config.worker_id.clone(),
-            config.session_id,
-            secret.clone(),
-        );
+        let writer = Writer::new(config.prefix.clone(), secret.clone(), config.retention_secs);
         State {
             config,
             pg,
@@ -280,17 +362,26 @@ impl State {
         }
     }
 
-    /// Flush every `interval`; after `k` failures in a row, retry after
-    /// `min(interval, 1 s) * 2^(k-1)`, capped at `max_backoff`.
+    /// Flush every `interval` (when `periodic`); after `k` failures in a
+    /// row, retry after `min(interval, 1 s) * 2^(k-1)`, capped at
+    /// `max_backoff`.
     fn run(&mut self, commands: Receiver<Command>) {
         let mut delay = self.config.interval;
         let mut failures = 0u32;
         loop {
-            let tick = after(delay);
+            let tick = if self.config.periodic {
+                after(delay)
+            } else {
+                crossbeam_channel::never()
+            };
             select! {
                 recv(commands) -> command => match command {
                     Ok(Command::Flush(reply)) => {
                         let _ = reply.send(self.flush());
+                    }
+                    Ok(Command::Attach(source)) => self.writer.sources.push(source),
+                    Ok(Command::Detach(agg, reply)) => {
+                        let _ = reply.send(self.detach(&agg));
                     }
                     Ok(Command::Shutdown(reply)) => {
                         let _ = reply.send(self.flush());
@@ -313,6 +404,17 @@ impl State {
         }
     }
 
+    fn detach(&mut self, agg: &Arc<Aggregator>) -> Result<FlushReport, SyncError> {
+        let Some(i) = self.writer.sources.iter().position(|s| Arc::ptr_eq(&s.agg, agg)) else {
+            return Ok(FlushReport::default());
+        };
+        let report = self.flush()?;
+        // Saved up to the flush's read; anything recorded since is the
+        // caller's to lose (it asked to stop writing this aggregator).
+        self.writer.sources.swap_remove(i);
+        Ok(report)
+    }
+
     fn connect(&mut self) -> Result<&mut Client, SyncError> {
         if self.client.as_ref().is_some_and(|c| c.is_closed()) {
             self.client = None;
@@ -320,7 +422,6 @@ impl State {
         if self.client.is_none() {
             let client = connect_bounded(&self.pg, self.secret.as_deref())?;
             self.client = Some(client);
-            self.schema_checked = false;
         }
         let client = self.client.as_mut().expect("connected above");
         if !self.schema_checked {
@@ -337,13 +438,23 @@ impl State {
 
     fn flush(&mut self) -> Result<FlushReport, SyncError> {
         let (series, chunks) = self.writer.collect();
-        let result = match self.connect() {
-            Ok(_) => {
-                let client = self.client.as_mut().expect("connected");
-                self.writer.write(client)
+        // Nothing to write: no connection, no transaction.
+        let result = if !self.writer.has_rows() {
+            self.writer.write_nothing()
+        } else {
+            match self.connect() {
+                Ok(_) => {
+                    let client = self.client.as_mut().expect("connected");
+                    self.writer.write(client)
+                }
+                Err(e) => Err(e),
             }
-            Err(e) => Err(e),
         };
+        if !self.config.hold_connection {
+            // Hold a connection only while writing: between flushes the
+            // syncer costs the server no backend.
+            self.client = None;
+        }
         let mut status = self.status.lock();
         status.conflicts_dropped = self.writer.conflicts();
         match &result {
@@ -364,6 +475,12 @@ impl State {
                 drop(status);
                 // An unknown connection state is never reused.
                 self.client = None;
+                // Tables dropped under us: check (and create) them again.
+                if let SyncError::Database(m) = e
+                    && m.starts_with("42P01")
+                {
+                    self.schema_checked = false;
+                }
             }
         }
         result

@@ -1,182 +1,206 @@
-//! One flush: find the series whose version moved, read their chunks, merge
-//! them with what this session wrote before, and upsert the chunks that
-//! differ — definitions first, then every row of a batch in one statement.
+//! One flush: collect every attached aggregator's changed buckets, then
+//! write them in as few transactions as the batch size allows: definitions
+//! first, then every row of a batch in one statement that merges into the
+//! stored rows bucket by bucket.
+//!
+//! The merge is what makes a saved bucket stay saved: a row is never
+//! replaced by what the writer happens to hold (a ring shallower than the
+//! chunk, a restarted syncer, a retry after an unclear commit), it only
+//! gains buckets or gets newer absolute values for the buckets sent.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use postgres::Client;
-use ringmetrics::{Aggregator, Bucket, CHUNK_BUCKETS, Kind, Resolution, SeriesData, SeriesVersion};
+use ringmetrics::Kind;
 
 use crate::config::ident;
 use crate::error::{SyncError, db};
+use crate::source::{Change, Source};
 use crate::thread::FlushReport;
 
 /// Rows per transaction.
 const BATCH_ROWS: usize = 5000;
 
-/// One chunk row to write: absolute values of every bucket this session
-/// holds for the chunk.
-struct Row {
-    resolution: Resolution,
-    chunk: i64,
-    buckets: Vec<Bucket>,
+/// How often the writer warns about conflicting definitions.
+const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// The upsert: `$1..$8` describe rows (each takes `[off, off + len)` of the
+/// bucket columns `$9..$15`). On conflict, the stored buckets and the sent
+/// ones are merged by bucket start, the sent values winning.
+fn upsert_sql(metrics: &str) -> String {
+    format!(
+        "WITH a AS (SELECT $9::timestamptz[] AS b, $10::int8[] AS n, $11::float8[] AS t, $12::float8[] AS lo,
+                           $13::float8[] AS hi, $14::float8[] AS g, $15::timestamptz[] AS s)
+         INSERT INTO {metrics} AS m (metric_id, resolution, chunk, session_id, worker_id, buckets,
+                                     counts, totals, minimums, maximums, gauges, sampled_at)
+         SELECT r.metric_id, r.resolution, r.chunk, r.session_id, r.worker_id,
+                a.b[r.off:r.off + r.len - 1],
+                CASE WHEN r.kind = 2 THEN a.n[r.off:r.off + r.len - 1] END,
+                CASE WHEN r.kind <> 1 THEN a.t[r.off:r.off + r.len - 1] END,
+                CASE WHEN r.kind = 2 THEN a.lo[r.off:r.off + r.len - 1] END,
+                CASE WHEN r.kind = 2 THEN a.hi[r.off:r.off + r.len - 1] END,
+                CASE WHEN r.kind = 1 THEN a.g[r.off:r.off + r.len - 1] END,
+                a.s[r.off:r.off + r.len - 1]
+         FROM a, unnest($1::int8[], $2::int4[], $3::timestamptz[], $4::int4[], $5::int4[], $6::int4[],
+                        $7::uuid[], $8::text[])
+              AS r(metric_id, resolution, chunk, off, len, kind, session_id, worker_id)
+         ON CONFLICT (metric_id, resolution, chunk, session_id) DO UPDATE SET
+             (worker_id, buckets, counts, totals, minimums, maximums, gauges, sampled_at) = (
+                 SELECT EXCLUDED.worker_id, array_agg(u.b ORDER BY u.b),
+                        CASE WHEN EXCLUDED.counts IS NOT NULL THEN array_agg(u.n ORDER BY u.b) END,
+                        CASE WHEN EXCLUDED.totals IS NOT NULL THEN array_agg(u.t ORDER BY u.b) END,
+                        CASE WHEN EXCLUDED.minimums IS NOT NULL THEN array_agg(u.lo ORDER BY u.b) END,
+                        CASE WHEN EXCLUDED.maximums IS NOT NULL THEN array_agg(u.hi ORDER BY u.b) END,
+                        CASE WHEN EXCLUDED.gauges IS NOT NULL THEN array_agg(u.g ORDER BY u.b) END,
+                        array_agg(u.s ORDER BY u.b)
+                 FROM (SELECT DISTINCT ON (x.b) x.* FROM (
+                           SELECT e.*, 0 AS p
+                           FROM unnest(EXCLUDED.buckets, EXCLUDED.counts, EXCLUDED.totals, EXCLUDED.minimums,
+                                       EXCLUDED.maximums, EXCLUDED.gauges, EXCLUDED.sampled_at)
+                                AS e(b, n, t, lo, hi, g, s)
+                           UNION ALL
+                           SELECT o.*, 1
+                           FROM unnest(m.buckets, m.counts, m.totals, m.minimums, m.maximums, m.gauges,
+                                       m.sampled_at)
+                                AS o(b, n, t, lo, hi, g, s)
+                       ) x ORDER BY x.b, x.p) u)"
+    )
 }
 
-/// A series with something new, and the version its rows were read at.
-struct Pending {
-    id: u32,
-    version: SeriesVersion,
-    rows: Vec<Row>,
-}
-
-/// The syncer thread's memory of what it saved.
+/// The syncer thread's sources and what it has collected from them.
 pub(crate) struct Writer {
-    agg: Arc<Aggregator>,
     prefix: String,
-    worker_id: String,
-    session_id: uuid::Uuid,
     secret: Option<String>,
-    /// Per series id: the version whose data is saved.
-    saved: Vec<Option<SeriesVersion>>,
-    /// Per series id: its key was in the catalog at the last commit, so a
-    /// flush can skip inserting it.
-    known: Vec<bool>,
-    /// What this session last wrote per (series, resolution, chunk start):
-    /// the row in the database, bucket for bucket. Lets a small ring that
-    /// already dropped a chunk's early buckets rewrite the chunk without
-    /// losing them, and lets unchanged chunks be skipped.
-    written: HashMap<(u32, Resolution, i64), Vec<Bucket>>,
-    /// Series whose stored definition has another type or unit.
-    pub(crate) dropped: HashSet<u32>,
-    scratch: SeriesData,
-    /// Collected but not yet saved.
-    pending: Vec<Pending>,
+    /// Chancy's retention per resolution, seconds (finest first).
+    retention_secs: [i64; 4],
+    pub(crate) sources: Vec<Source>,
+    /// Collected but not yet saved: (index into `sources`, change).
+    pending: Vec<(usize, Change)>,
+    last_warning: Option<Instant>,
 }
 
 impl Writer {
-    pub(crate) fn new(
-        agg: Arc<Aggregator>,
-        prefix: String,
-        worker_id: String,
-        session_id: uuid::Uuid,
-        secret: Option<String>,
-    ) -> Self {
+    pub(crate) fn new(prefix: String, secret: Option<String>, retention_secs: [i64; 4]) -> Self {
         Writer {
-            agg,
             prefix,
-            worker_id,
-            session_id,
             secret,
-            saved: Vec::new(),
-            known: Vec::new(),
-            written: HashMap::new(),
-            dropped: HashSet::new(),
-            scratch: SeriesData::default(),
+            retention_secs,
+            sources: Vec::new(),
             pending: Vec::new(),
+            last_warning: None,
         }
     }
 
-    /// Find what changed since the last successful save. Returns
-    /// (series, chunk rows) pending.
+    /// Find what changed since the last successful save. Returns (series,
+    /// chunk rows) pending.
     pub(crate) fn collect(&mut self) -> (u64, u64) {
         self.pending.clear();
-        let n = self.agg.len();
-        self.saved.resize(n, None);
-        self.known.resize(n, false);
-        for id in 0..n as u32 {
-            if self.dropped.contains(&id) {
-                continue;
-            }
-            let Some(series) = self.agg.series(id) else { continue };
-            let Ok(version) = self.agg.version(series) else {
-                continue;
-            };
-            if self.saved[id as usize] == Some(version) {
-                continue;
-            }
-            if self.agg.read_series(series, &mut self.scratch).is_err() {
-                continue;
-            }
-            let mut rows = Vec::new();
-            for r in Resolution::ALL {
-                let buckets = self.scratch.at(r);
-                let mut i = 0;
-                while i < buckets.len() {
-                    let chunk = r.chunk_start(r.bucket_of(buckets[i].start));
-                    let end = chunk + CHUNK_BUCKETS * r.seconds();
-                    let j = i + buckets[i..].iter().take_while(|b| b.start < end).count();
-                    let merged = merge(self.written.get(&(id, r, chunk)), &buckets[i..j]);
-                    if self.written.get(&(id, r, chunk)) != Some(&merged) {
-                        rows.push(Row {
-                            resolution: r,
-                            chunk,
-                            buckets: merged,
-                        });
-                    }
-                    i = j;
-                }
-            }
-            self.pending.push(Pending {
-                id,
-                version: self.scratch.version,
-                rows,
-            });
+        let mut changes = Vec::new();
+        for (i, source) in self.sources.iter_mut().enumerate() {
+            let now = source.agg.now().div_euclid(1_000_000_000);
+            source.collect(now, &self.retention_secs, &mut changes);
+            self.pending.extend(changes.drain(..).map(|c| (i, c)));
         }
-        let rows = self.pending.iter().map(|p| p.rows.len() as u64).sum();
-        (self.pending.len() as u64, rows)
+        let rows = self.pending.iter().map(|(_, c)| c.rows.len() as u64).sum();
+        let series = self.pending.iter().filter(|(_, c)| !c.rows.is_empty()).count() as u64;
+        (series, rows)
+    }
+
+    /// Whether the last collect found rows to write.
+    pub(crate) fn has_rows(&self) -> bool {
+        self.pending.iter().any(|(_, c)| !c.rows.is_empty())
+    }
+
+    /// Series of every source whose stored definition conflicts.
+    pub(crate) fn conflicts(&self) -> u64 {
+        self.sources.iter().map(|s| s.conflicting.len() as u64).sum()
+    }
+
+    /// Settle a flush that found no rows to write.
+    pub(crate) fn write_nothing(&mut self) -> Result<FlushReport, SyncError> {
+        self.settle_empty();
+        Ok(FlushReport::default())
+    }
+
+    /// Mark every collected change without rows saved (nothing to write).
+    fn settle_empty(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        for (i, change) in pending {
+            if change.rows.is_empty() {
+                self.sources[i].saved(change);
+            } else {
+                self.pending.push((i, change));
+            }
+        }
     }
 
     /// Write everything collected. Batches commit independently; a failure
     /// leaves the failed batch (and later ones) pending for the next flush.
     pub(crate) fn write(&mut self, client: &mut Client) -> Result<FlushReport, SyncError> {
+        self.settle_empty();
         let mut report = FlushReport::default();
         let pending = std::mem::take(&mut self.pending);
-        let mut start = 0;
-        while start < pending.len() {
-            let mut end = start;
-            let mut rows = 0;
-            while end < pending.len() && (end == start || rows + pending[end].rows.len() <= BATCH_ROWS) {
-                rows += pending[end].rows.len();
-                end += 1;
+        let mut batches: Vec<Vec<(usize, Change)>> = Vec::new();
+        let mut rows = 0;
+        for item in pending {
+            let n = item.1.rows.len();
+            if batches.is_empty() || rows + n > BATCH_ROWS {
+                batches.push(Vec::new());
+                rows = 0;
             }
-            let batch = &pending[start..end];
-            if let Err(e) = self.write_batch(client, batch, &mut report) {
-                self.pending = pending.into_iter().skip(start).collect();
-                return Err(e);
-            }
-            start = end;
+            rows += n;
+            batches.last_mut().expect("pushed above").push(item);
         }
-        self.evict();
+        let mut batches = batches.into_iter();
+        while let Some(batch) = batches.next() {
+            match self.write_batch(client, &batch, &mut report) {
+                Ok(conflicts) => {
+                    for (i, change) in batch {
+                        if conflicts.contains(&(i, change.id)) {
+                            self.sources[i].conflicting.insert(change.id);
+                        } else {
+                            self.sources[i].saved(change);
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.pending = batch.into_iter().chain(batches.flatten()).collect();
+                    return Err(e);
+                }
+            }
+        }
         Ok(report)
     }
 
+    /// Write one batch in one transaction; returns the (source, series)
+    /// pairs left out because their stored definition conflicts.
     fn write_batch(
         &mut self,
         client: &mut Client,
-        batch: &[Pending],
+        batch: &[(usize, Change)],
         report: &mut FlushReport,
-    ) -> Result<(), SyncError> {
+    ) -> Result<Vec<(usize, u32)>, SyncError> {
         let secret = self.secret.clone();
         let err = |e: postgres::Error| db(&e, secret.as_deref());
-        let with_rows: Vec<&Pending> = batch.iter().filter(|p| !p.rows.is_empty()).collect();
-        if with_rows.is_empty() {
-            for p in batch {
-                self.saved[p.id as usize] = Some(p.version);
-            }
-            return Ok(());
-        }
         let definitions = ident(&self.prefix, "metric_definitions");
         let metrics = ident(&self.prefix, "metrics");
-        let mut keys = Vec::with_capacity(with_rows.len());
-        let mut types = Vec::with_capacity(with_rows.len());
-        let mut units = Vec::with_capacity(with_rows.len());
-        for p in &with_rows {
-            let info = self.agg.info(p.id).expect("registered series");
-            keys.push(info.key.to_owned());
-            types.push(info.kind.name().to_owned());
-            units.push(info.unit.to_owned());
+        // One definition per key, whichever sources record it.
+        let mut keys: Vec<String> = Vec::new();
+        let mut types: Vec<&'static str> = Vec::new();
+        let mut units: Vec<String> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut insert = false;
+        for (i, change) in batch {
+            let source = &self.sources[*i];
+            let info = source.agg.info(change.id).expect("registered series");
+            if !index.contains_key(info.key) {
+                index.insert(info.key.to_owned(), keys.len());
+                keys.push(info.key.to_owned());
+                types.push(info.kind.name());
+                units.push(info.unit.to_owned());
+            }
+            insert |= !source.known(change.id);
         }
         let mut tx = client.transaction().map_err(err)?;
         // Definitions: insert only when some key of the batch has never been
@@ -184,7 +208,6 @@ impl Writer {
         // sequence value per key), then lock them all FOR KEY SHARE so a
         // concurrent cleanup cannot delete one under the rows. A known key
         // deleted since (by cleanup) is found missing and inserted again.
-        let mut insert = with_rows.iter().any(|p| !self.known[p.id as usize]);
         let stored = loop {
             if insert {
                 report.definitions_created += tx
@@ -223,164 +246,128 @@ impl Writer {
         for row in stored {
             ids.insert(row.get(1), (row.get(0), row.get(2), row.get(3)));
         }
-        // Flat columns; each row takes [off, off + len) of them.
-        let (mut metric_ids, mut resolutions, mut chunks, mut offs, mut lens, mut kinds) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut starts, mut counts, mut totals, mut mins, mut maxs, mut gauges, mut sampled) = (
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-            Vec::new(),
-        );
+        let mut cols = Columns::default();
         let mut conflicts = Vec::new();
-        for (p, key) in with_rows.iter().zip(&keys) {
-            let kind = self.agg.info(p.id).map(|i| i.kind).unwrap_or(Kind::Counter);
-            let (id, ty, unit) = &ids[key];
-            let info = self.agg.info(p.id).expect("registered series");
-            if ty != kind.name() || unit != info.unit {
-                log::warn!(
-                    "ringmetrics: dropping metric {key:?}: stored as a {ty} in {unit:?}, recorded as a {} in {:?}",
-                    kind.name(),
-                    info.unit
-                );
-                conflicts.push(p.id);
+        for (i, change) in batch {
+            if change.rows.is_empty() {
                 continue;
             }
-            for row in &p.rows {
-                metric_ids.push(*id);
-                resolutions.push(row.resolution.seconds() as i32);
-                chunks.push(time(row.chunk * 1_000_000_000));
-                offs.push(starts.len() as i32 + 1);
-                lens.push(row.buckets.len() as i32);
-                kinds.push(kind as i32);
-                for b in &row.buckets {
-                    starts.push(time(b.start * 1_000_000_000));
-                    counts.push(b.count as i64);
-                    totals.push(b.sum);
-                    mins.push(b.min);
-                    maxs.push(b.max);
-                    gauges.push(b.last);
-                    sampled.push(time(b.sampled_at));
-                }
+            let source = &self.sources[*i];
+            let info = source.agg.info(change.id).expect("registered series");
+            let (id, ty, unit) = &ids[info.key];
+            if ty != info.kind.name() || unit != info.unit {
+                conflicts.push((*i, change.id));
+                continue;
             }
+            cols.push(*id, info.kind, source, change);
         }
-        let written = tx
-            .execute(
-                &format!(
-                    "WITH a AS (SELECT $9::timestamptz[] AS b, $10::int8[] AS n, $11::float8[] AS t, $12::float8[] AS lo,
-                                       $13::float8[] AS hi, $14::float8[] AS g, $15::timestamptz[] AS s)
-                     INSERT INTO {metrics} (metric_id, resolution, chunk, session_id, worker_id, buckets,
-                                            counts, totals, minimums, maximums, gauges, sampled_at)
-                     SELECT r.metric_id, r.resolution, r.chunk, $7, $8,
-                            a.b[r.off:r.off + r.len - 1],
-                            CASE WHEN r.kind = 2 THEN a.n[r.off:r.off + r.len - 1] END,
-                            CASE WHEN r.kind <> 1 THEN a.t[r.off:r.off + r.len - 1] END,
-                            CASE WHEN r.kind = 2 THEN a.lo[r.off:r.off + r.len - 1] END,
-                            CASE WHEN r.kind = 2 THEN a.hi[r.off:r.off + r.len - 1] END,
-                            CASE WHEN r.kind = 1 THEN a.g[r.off:r.off + r.len - 1] END,
-                            a.s[r.off:r.off + r.len - 1]
-                     FROM a, unnest($1::int8[], $2::int4[], $3::timestamptz[], $4::int4[], $5::int4[], $6::int4[])
-                          AS r(metric_id, resolution, chunk, off, len, kind)
-                     ON CONFLICT (metric_id, resolution, chunk, session_id) DO UPDATE SET
-                         buckets = EXCLUDED.buckets, counts = EXCLUDED.counts, totals = EXCLUDED.totals,
-                         minimums = EXCLUDED.minimums, maximums = EXCLUDED.maximums,
-                         gauges = EXCLUDED.gauges, sampled_at = EXCLUDED.sampled_at"
-                ),
+        let written = if cols.metric_ids.is_empty() {
+            0
+        } else {
+            tx.execute(
+                &upsert_sql(&metrics),
                 &[
-                    &metric_ids,
-                    &resolutions,
-                    &chunks,
-                    &offs,
-                    &lens,
-                    &kinds,
-                    &self.session_id,
-                    &self.worker_id,
-                    &starts,
-                    &counts,
-                    &totals,
-                    &mins,
-                    &maxs,
-                    &gauges,
-                    &sampled,
+                    &cols.metric_ids,
+                    &cols.resolutions,
+                    &cols.chunks,
+                    &cols.offs,
+                    &cols.lens,
+                    &cols.kinds,
+                    &cols.sessions,
+                    &cols.workers,
+                    &cols.starts,
+                    &cols.counts,
+                    &cols.totals,
+                    &cols.mins,
+                    &cols.maxs,
+                    &cols.gauges,
+                    &cols.sampled,
                 ],
             )
-            .map_err(err)?;
+            .map_err(err)?
+        };
         // A commit that fails may still have happened (the connection can
-        // drop after the server committed): retrying rewrites the same
-        // absolute rows, so either way the result is the same.
+        // drop after the server committed): retrying merges the same
+        // absolute buckets again, so either way the result is the same.
         tx.commit().map_err(|e| match db(&e, secret.as_deref()) {
             SyncError::Database(m) => SyncError::Database(format!("commit outcome unknown, will retry: {m}")),
             other => other,
         })?;
         report.rows_written += written;
-        for id in conflicts {
-            self.dropped.insert(id);
+        report.series_written +=
+            batch.iter().filter(|(_, c)| !c.rows.is_empty()).count() as u64 - conflicts.len() as u64;
+        if !conflicts.is_empty() {
+            self.warn_conflicts(&conflicts, &ids);
         }
-        for p in batch {
-            if self.dropped.contains(&p.id) {
-                continue;
-            }
-            self.saved[p.id as usize] = Some(p.version);
-            if !p.rows.is_empty() {
-                self.known[p.id as usize] = true;
-                report.series_written += 1;
-            }
-            for row in &p.rows {
-                self.written
-                    .insert((p.id, row.resolution, row.chunk), row.buckets.clone());
-            }
-        }
-        Ok(())
+        Ok(conflicts)
     }
 
-    /// Forget chunks no record can change any more (older than the ring).
-    fn evict(&mut self) {
-        let now = self.agg.now().div_euclid(1_000_000_000);
-        let depths = self.agg.config().buckets;
-        self.written.retain(|(_, r, chunk), _| {
-            let end = chunk + CHUNK_BUCKETS * r.seconds();
-            end > now - (depths[r.index()] as i64 + 1) * r.seconds()
-        });
-    }
-
-    /// Series dropped because their stored definition conflicts.
-    pub(crate) fn conflicts(&self) -> u64 {
-        self.dropped.len() as u64
+    /// Chancy's warning for a series dropped because its stored definition
+    /// differs, at most once a minute.
+    fn warn_conflicts(&mut self, conflicts: &[(usize, u32)], ids: &HashMap<String, (i64, String, String)>) {
+        if self.last_warning.is_some_and(|t| t.elapsed() < WARN_EVERY) {
+            return;
+        }
+        self.last_warning = Some(Instant::now());
+        let (i, id) = conflicts[0];
+        let info = self.sources[i].agg.info(id).expect("registered series");
+        let (_, ty, unit) = &ids[info.key];
+        log::warn!(
+            "ringmetrics: dropped metric conflicting with its stored definition: {:?} is stored as a {ty} in {unit:?}, \
+             recorded as a {} in {:?}{}; it is kept in memory and re-checked on every flush",
+            info.key,
+            info.kind.name(),
+            info.unit,
+            match conflicts.len() {
+                1 => String::new(),
+                n => format!(" ({} more series conflict)", n - 1),
+            }
+        );
     }
 }
 
-/// `cached` with every bucket of `fresh` replacing the one of the same
-/// start; both sorted, result sorted.
-fn merge(cached: Option<&Vec<Bucket>>, fresh: &[Bucket]) -> Vec<Bucket> {
-    let Some(cached) = cached else { return fresh.to_vec() };
-    let mut out = Vec::with_capacity(cached.len().max(fresh.len()));
-    let (mut i, mut j) = (0, 0);
-    while i < cached.len() || j < fresh.len() {
-        match (cached.get(i), fresh.get(j)) {
-            (Some(c), Some(f)) if c.start == f.start => {
-                out.push(*f);
-                i += 1;
-                j += 1;
+/// The flat parameter columns of one upsert.
+#[derive(Default)]
+struct Columns {
+    metric_ids: Vec<i64>,
+    resolutions: Vec<i32>,
+    chunks: Vec<SystemTime>,
+    offs: Vec<i32>,
+    lens: Vec<i32>,
+    kinds: Vec<i32>,
+    sessions: Vec<uuid::Uuid>,
+    workers: Vec<String>,
+    starts: Vec<SystemTime>,
+    counts: Vec<i64>,
+    totals: Vec<f64>,
+    mins: Vec<f64>,
+    maxs: Vec<f64>,
+    gauges: Vec<f64>,
+    sampled: Vec<SystemTime>,
+}
+
+impl Columns {
+    fn push(&mut self, metric_id: i64, kind: Kind, source: &Source, change: &Change) {
+        for row in &change.rows {
+            self.metric_ids.push(metric_id);
+            self.resolutions.push(row.resolution.seconds() as i32);
+            self.chunks.push(time(row.chunk * 1_000_000_000));
+            self.offs.push(self.starts.len() as i32 + 1);
+            self.lens.push(row.buckets.len() as i32);
+            self.kinds.push(kind as i32);
+            self.sessions.push(source.session_id);
+            self.workers.push(source.worker_id.clone());
+            for b in &row.buckets {
+                self.starts.push(time(b.start * 1_000_000_000));
+                self.counts.push(b.count as i64);
+                self.totals.push(b.sum);
+                self.mins.push(b.min);
+                self.maxs.push(b.max);
+                self.gauges.push(b.last);
+                self.sampled.push(time(b.sampled_at));
             }
-            (Some(c), Some(f)) if c.start < f.start => {
-                out.push(*c);
-                i += 1;
-            }
-            (Some(c), None) => {
-                out.push(*c);
-                i += 1;
-            }
-            (_, Some(f)) => {
-                out.push(*f);
-                j += 1;
-            }
-            (None, None) => unreachable!(),
         }
     }
-    out
 }
 
 /// Nanoseconds since the epoch as a `SystemTime` (PostgreSQL keeps µs).

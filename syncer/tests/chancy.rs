@@ -388,6 +388,8 @@ fn schema_is_exactly_chancys_migration() {
     let ours_p = prefix("schema_ours");
     chancy(&chancys, "migrate\n");
     let agg = agg();
+    // A flush with nothing to write does not connect: record one value.
+    agg.increment_counter("schema:probe", 1.0).unwrap();
     let s = syncer(&agg, &ours_p, "w");
     s.flush(WAIT).unwrap();
     s.stop(WAIT).unwrap();

@@ -182,6 +182,8 @@ fn killed_connection_never_loses_or_doubles() {
         prefix: p.0.clone(),
         worker_id: "w".into(),
         interval: Duration::from_secs(3600),
+        // Keep the connection between flushes, so there is one to kill.
+        hold_connection: true,
         // Its own name, so killing it spares the other tests' syncers.
         ..SyncerConfig::new(format!("{} application_name=ringmetrics-faults-test", dsn()))
     };
@@ -381,6 +383,7 @@ fn conflicting_stored_definition_drops_only_that_series() {
     let p = prefix("conflict");
     let (agg, _clock) = setup(Config::default().persisted(), T0);
     let s = syncer(&agg, &p, "w");
+    agg.increment_counter("z", 1.0).unwrap();
     s.flush(WAIT).unwrap(); // creates the schema
     client()
         .execute(
@@ -456,9 +459,10 @@ fn cleanup_expires_chunks_and_orphans() {
         .as_secs() as i64;
     let (agg, clock) = setup(Config::default(), now - 30 * 86400);
     agg.increment_counter("old", 1.0).unwrap();
+    let s = syncer(&agg, &p, "w");
+    s.flush(WAIT).unwrap();
     clock.set(now * 1_000_000_000);
     agg.increment_counter("new", 1.0).unwrap();
-    let s = syncer(&agg, &p, "w");
     s.flush(WAIT).unwrap();
     // Retention: 1 hour of minutes, a day of 5min, a week of hours, 90 days.
     let removed = cleanup(&dsn(), &p, [3600, 86400, 7 * 86400, 90 * 86400]).unwrap();

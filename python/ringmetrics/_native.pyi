@@ -33,9 +33,24 @@ class PendingFlush:
 
 @final
 class Syncer:
+    def __new__(
+        cls,
+        dsn: str,
+        *,
+        prefix: str = "chancy_",
+        interval: float | None = None,
+        max_backoff: float = 300.0,
+        low_priority: bool = False,
+        hold_connection: bool = False,
+        retention_seconds: list[int] | tuple[int, int, int, int] | None = None,
+    ) -> Self: ...
+    def attach(self, aggregator: Aggregator, worker_id: str = "", session_id: str | None = None) -> str: ...
+    def detach(self, aggregator: Aggregator, timeout: float = 30.0) -> dict[str, int]: ...
+    def detach_in_background(self, aggregator: Aggregator, timeout: float = 30.0) -> PendingFlush: ...
     def flush(self, timeout: float = 30.0) -> dict[str, int]: ...
     def flush_in_background(self, timeout: float = 30.0) -> PendingFlush: ...
     def stop(self, timeout: float = 30.0) -> dict[str, int]: ...
+    def stop_in_background(self, timeout: float = 30.0) -> PendingFlush: ...
     def status(self) -> dict[str, Any]: ...
     @property
     def session_id(self) -> str: ...
@@ -73,9 +88,11 @@ class Aggregator:
         prefix: str = "chancy_",
         worker_id: str = "",
         session_id: str | None = None,
-        interval: float = 60.0,
+        interval: float | None = 60.0,
         max_backoff: float = 300.0,
         low_priority: bool = False,
+        hold_connection: bool = False,
+        retention_seconds: list[int] | tuple[int, int, int, int] | None = None,
     ) -> Syncer: ...
 
 def read_metrics(

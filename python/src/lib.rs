@@ -6,17 +6,16 @@
 
 mod fast;
 mod recorder;
+mod syncer;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use parking_lot::Mutex;
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt};
 use ringmetrics::{Clock, Config, Kind, OverridableClock, Resolution};
-use ringmetrics_postgres::{FlushReport, ReadQuery, SyncError, SyncStatus, SyncerConfig};
+use ringmetrics_postgres::{ReadQuery, SyncError};
 
 create_exception!(
     _native,
@@ -26,7 +25,7 @@ create_exception!(
 );
 
 /// The one error type of the bindings.
-enum Error {
+pub(crate) enum Error {
     Core(ringmetrics::Error),
     Sync(SyncError),
     Value(String),
@@ -128,8 +127,8 @@ impl ManualClock {
 
 /// The lock-free, zero-allocation aggregator.
 #[pyclass(module = "ringmetrics._native", frozen)]
-struct Aggregator {
-    inner: Arc<ringmetrics::Aggregator>,
+pub(crate) struct Aggregator {
+    pub(crate) inner: Arc<ringmetrics::Aggregator>,
     /// When built without a ManualClock: the system clock with an override.
     overridable: Option<OverridableClock>,
 }
@@ -334,43 +333,37 @@ impl Aggregator {
         self.inner.bytes_per_series()
     }
 
-    /// Start the Postgres syncer thread for this aggregator.
-    /// With `low_priority`, the syncer thread runs at the lowest priority
-    /// (Linux SCHED_IDLE): the process's other threads, such as an event
-    /// loop, run first; under CPU saturation flushes take longer.
-    #[pyo3(signature = (dsn, *, prefix="chancy_", worker_id="", session_id=None, interval=60.0, max_backoff=300.0, low_priority=false))]
+    /// Start the Postgres syncer thread for this aggregator (a Syncer with
+    /// this aggregator attached under `worker_id`). With `interval=None`
+    /// it flushes only when asked. With `low_priority`, the syncer thread
+    /// runs at the lowest priority (Linux SCHED_IDLE): the process's other
+    /// threads, such as an event loop, run first; under CPU saturation
+    /// flushes take longer.
+    #[pyo3(signature = (dsn, *, prefix="chancy_", worker_id="", session_id=None, interval=60.0, max_backoff=300.0, low_priority=false, hold_connection=false, retention_seconds=None))]
     #[allow(clippy::too_many_arguments)]
     fn start_syncer(
-        &self,
+        slf: &Bound<'_, Self>,
         dsn: &str,
         prefix: &str,
         worker_id: &str,
         session_id: Option<&str>,
-        interval: f64,
+        interval: Option<f64>,
         max_backoff: f64,
         low_priority: bool,
-    ) -> Result<Syncer, Error> {
-        let mut config = SyncerConfig::new(dsn);
-        config.prefix = prefix.into();
-        config.worker_id = worker_id.into();
-        if let Some(s) = session_id {
-            config.session_id = Some(
-                s.parse()
-                    .map_err(|e| Error::Value(format!("session_id {s:?} is not a UUID: {e}")))?,
-            );
-        }
-        if !(interval > 0.0 && interval.is_finite()) || !(max_backoff > 0.0 && max_backoff.is_finite()) {
-            return Err(Error::Value("interval and max_backoff must be positive seconds".into()));
-        }
-        config.interval = Duration::from_secs_f64(interval);
-        config.max_backoff = Duration::from_secs_f64(max_backoff);
-        config.low_priority = low_priority;
-        let session_id = config.session_id.to_string();
-        let syncer = ringmetrics_postgres::Syncer::start(self.inner.clone(), config)?;
-        Ok(Syncer {
-            inner: Mutex::new(Some(Arc::new(syncer))),
-            session_id,
-        })
+        hold_connection: bool,
+        retention_seconds: Option<[i64; 4]>,
+    ) -> Result<syncer::Syncer, Error> {
+        let options = syncer::Options {
+            prefix,
+            interval,
+            max_backoff,
+            low_priority,
+            hold_connection,
+            retention_seconds,
+        };
+        let s = syncer::Syncer::spawn(dsn, &options)?;
+        s.attach_inner(&slf.get().inner, worker_id, session_id)?;
+        Ok(s)
     }
 }
 
@@ -403,177 +396,6 @@ impl Handle {
     #[getter]
     fn kind(&self) -> &'static str {
         self.series.kind().name()
-    }
-}
-
-/// The background thread writing an aggregator into Chancy's tables.
-#[pyclass(module = "ringmetrics._native", frozen)]
-struct Syncer {
-    /// Shared with flushes in progress, so the lock is never held while one
-    /// waits: `status()` (called on the event loop) never blocks on a flush.
-    inner: Mutex<Option<Arc<ringmetrics_postgres::Syncer>>>,
-    session_id: String,
-}
-
-impl Drop for Syncer {
-    /// A syncer dropped without `stop()` still makes its final flush (the
-    /// core's `Drop`, bounded): with the GIL released, so other Python
-    /// threads run while it waits on PostgreSQL.
-    fn drop(&mut self) {
-        if let Some(syncer) = self.inner.get_mut().take() {
-            Python::attach(|py| py.detach(move || drop(syncer)));
-        }
-    }
-}
-
-fn report<'py>(py: Python<'py>, r: FlushReport) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    d.set_item("rows_written", r.rows_written)?;
-    d.set_item("series_written", r.series_written)?;
-    d.set_item("definitions_created", r.definitions_created)?;
-    Ok(d)
-}
-
-impl Syncer {
-    fn running(&self) -> Result<Arc<ringmetrics_postgres::Syncer>, SyncError> {
-        self.inner.lock().clone().ok_or(SyncError::Stopped)
-    }
-}
-
-#[pymethods]
-impl Syncer {
-    /// Write every changed chunk now; waits (without the GIL) at most
-    /// `timeout` seconds. Raises StorageError on failure (the data stays
-    /// pending and is retried), TimeoutError on timeout.
-    #[pyo3(signature = (timeout=30.0))]
-    fn flush<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyDict>> {
-        let timeout = Duration::from_secs_f64(timeout.max(0.0));
-        let result = py.detach(|| self.running()?.flush(timeout));
-        report(py, result.map_err(Error::from)?)
-    }
-
-    /// Start `flush(timeout)` on a helper thread and return at once. The
-    /// returned PendingFlush's `fileno()` becomes readable when it is done
-    /// (for an event loop's `add_reader`); its `result()` then returns the
-    /// report or raises as `flush` would. Nothing here waits or takes a
-    /// Python thread.
-    #[pyo3(signature = (timeout=30.0))]
-    fn flush_in_background(&self, timeout: f64) -> PyResult<PendingFlush> {
-        let timeout = Duration::from_secs_f64(timeout.max(0.0));
-        let syncer = self.running();
-        let (reader, writer) = std::os::unix::net::UnixStream::pair()?;
-        let shared = Arc::new(Pending {
-            reader,
-            writer,
-            result: Mutex::new(None),
-        });
-        let done = shared.clone();
-        std::thread::Builder::new()
-            .name("ringmetrics-flush".into())
-            .spawn(move || done.finish(syncer.and_then(|s| s.flush(timeout))))
-            .map_err(|e| pyo3::exceptions::PyRuntimeError::new_err(format!("cannot start a flush thread: {e}")))?;
-        Ok(PendingFlush(shared))
-    }
-
-    /// Final flush and stop the thread (waits at most `timeout` seconds,
-    /// including for flushes in progress elsewhere to finish).
-    #[pyo3(signature = (timeout=30.0))]
-    fn stop<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyDict>> {
-        let timeout = Duration::from_secs_f64(timeout.max(0.0));
-        let result = py.detach(|| {
-            let Some(mut syncer) = self.inner.lock().take() else {
-                return Ok(FlushReport::default());
-            };
-            let deadline = std::time::Instant::now() + timeout;
-            loop {
-                match Arc::try_unwrap(syncer) {
-                    Ok(s) => return s.stop(deadline.saturating_duration_since(std::time::Instant::now())),
-                    Err(shared) if std::time::Instant::now() >= deadline => {
-                        // Still running: keep it usable.
-                        *self.inner.lock() = Some(shared);
-                        return Err(SyncError::Timeout);
-                    }
-                    Err(shared) => {
-                        syncer = shared;
-                        std::thread::sleep(Duration::from_millis(1));
-                    }
-                }
-            }
-        });
-        report(py, result.map_err(Error::from)?)
-    }
-
-    /// The syncer's health as a dict.
-    fn status<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let s: SyncStatus = self.inner.lock().as_ref().map(|s| s.status()).unwrap_or_default();
-        let d = PyDict::new(py);
-        d.set_item(
-            "last_success",
-            s.last_success
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| d.as_secs_f64()),
-        )?;
-        d.set_item("last_error", s.last_error)?;
-        d.set_item("pending_series", s.pending_series)?;
-        d.set_item("pending_chunks", s.pending_chunks)?;
-        d.set_item("flushes", s.flushes)?;
-        d.set_item("failures", s.failures)?;
-        d.set_item("rows_written", s.rows_written)?;
-        d.set_item("conflicts_dropped", s.conflicts_dropped)?;
-        d.set_item("running", s.running)?;
-        Ok(d)
-    }
-
-    /// The session id written in every row.
-    #[getter]
-    fn session_id(&self) -> String {
-        self.session_id.clone()
-    }
-}
-
-/// What a background flush shares with its PendingFlush.
-struct Pending {
-    /// Readable once the flush is done (one byte is written to `writer`).
-    /// Both ends live as long as either side, so the write never hits a
-    /// closed socket.
-    reader: std::os::unix::net::UnixStream,
-    writer: std::os::unix::net::UnixStream,
-    result: Mutex<Option<Result<FlushReport, SyncError>>>,
-}
-
-impl Pending {
-    fn finish(&self, result: Result<FlushReport, SyncError>) {
-        use std::io::Write;
-        *self.result.lock() = Some(result);
-        // A socket pair's buffer always has room for one byte.
-        let _ = (&self.writer).write_all(&[1]);
-    }
-}
-
-/// A flush running in the background (see `Syncer.flush_in_background`).
-#[pyclass(module = "ringmetrics._native", frozen)]
-struct PendingFlush(Arc<Pending>);
-
-#[pymethods]
-impl PendingFlush {
-    /// A file descriptor that becomes readable when the flush is done.
-    fn fileno(&self) -> i32 {
-        use std::os::fd::AsRawFd;
-        self.0.reader.as_raw_fd()
-    }
-
-    /// True once the flush is done.
-    fn done(&self) -> bool {
-        self.0.result.lock().is_some()
-    }
-
-    /// The flush's report; raises as `Syncer.flush` would, or RuntimeError
-    /// if it is not done yet.
-    fn result<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        match self.0.result.lock().clone() {
-            None => Err(pyo3::exceptions::PyRuntimeError::new_err("the flush is still running")),
-            Some(r) => report(py, r.map_err(Error::from)?),
-        }
     }
 }
 
@@ -637,8 +459,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Handle>()?;
     fast::install_record_methods(m.py())?;
     recorder::install_recorder(m)?;
-    m.add_class::<Syncer>()?;
-    m.add_class::<PendingFlush>()?;
+    m.add_class::<syncer::Syncer>()?;
+    m.add_class::<syncer::PendingFlush>()?;
     m.add_function(wrap_pyfunction!(read_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(cleanup, m)?)?;
     m.add("StorageError", m.py().get_type::<StorageError>())?;

@@ -291,6 +291,7 @@ async def test_cleanup_expires_and_removes(dsn, prefix, monkeypatch):
         await chancy.migrate()
         monkeypatch.setattr(chancy_metrics, "utcnow", lambda: old)
         await plugin.increment_counter("ancient", 1)
+        await plugin.flush(chancy)  # saved while current (expired data is never written)
         monkeypatch.undo()
         await plugin.increment_counter("fresh", 1)
         await plugin.flush(chancy)
@@ -377,7 +378,12 @@ async def test_the_plugins_syncers_run_at_normal_priority_unless_asked(dsn, pref
     async with app(dsn, prefix, plugin) as chancy:
         await chancy.migrate()
         before = set(syncer_threads())
+        # While a worker is registered the syncer outlives a flush.
+        worker = Worker(chancy)
+        await plugin.on_worker_started(worker=worker)
         await plugin.increment_counter("c", 1)
         await plugin.flush(chancy)
         new = {t: p for t, p in syncer_threads().items() if t not in before}
         assert list(new.values()) == [os.SCHED_IDLE if low else os.SCHED_OTHER]
+        await plugin.on_worker_stopped(worker=worker)
+        assert not {t for t in syncer_threads() if t not in before}, "no syncer thread once no worker runs"

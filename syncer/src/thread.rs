@@ -384,7 +384,11 @@ impl State {
                         let _ = reply.send(self.detach(&agg));
                     }
                     Ok(Command::Shutdown(reply)) => {
-                        let _ = reply.send(self.flush());
+                        let result = self.flush();
+                        // Give the sessions back before answering, so the
+                        // caller can attach them to a new syncer at once.
+                        self.writer.sources.clear();
+                        let _ = reply.send(result);
                         return;
                     }
                     Err(_) => {

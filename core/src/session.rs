@@ -10,11 +10,11 @@
 //! `fork()` the child holds a copy of the parent's data, which the parent
 //! saves, so a child may record and read but not write it.
 
-use std::sync::OnceLock;
+use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 /// An aggregator's storage identity.
-#[derive(Debug)]
 pub struct Session {
     /// The session id, set once by [`Session::adopt`].
     id: OnceLock<u128>,
@@ -22,6 +22,10 @@ pub struct Session {
     claimed: AtomicBool,
     /// The process that created the aggregator.
     pid: u32,
+    /// What the last writer remembered of what it saved, and where it
+    /// saved it: the next writer to the same place starts from there
+    /// instead of sending everything again.
+    memory: Mutex<Option<(String, Box<dyn Any + Send>)>>,
 }
 
 /// Why a writer cannot take a session.
@@ -37,6 +41,16 @@ pub enum SessionError {
         /// The creating process.
         owner: u32,
     },
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id())
+            .field("claimed", &self.is_claimed())
+            .field("pid", &self.pid)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::fmt::Display for SessionError {
@@ -71,6 +85,7 @@ impl Session {
             id: OnceLock::new(),
             claimed: AtomicBool::new(false),
             pid: std::process::id(),
+            memory: Mutex::new(None),
         }
     }
 
@@ -108,6 +123,21 @@ impl Session {
     /// Whether a writer holds the session.
     pub fn is_claimed(&self) -> bool {
         self.claimed.load(Ordering::Acquire)
+    }
+
+    /// Keep a writer's memory of what it saved to `target` for the next
+    /// writer (see [`Session::unstash`]).
+    pub fn stash(&self, target: String, memory: Box<dyn Any + Send>) {
+        *self.memory.lock().unwrap_or_else(|e| e.into_inner()) = Some((target, memory));
+    }
+
+    /// The memory the last writer stashed, if it wrote to `target`.
+    pub fn unstash(&self, target: &str) -> Option<Box<dyn Any + Send>> {
+        let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
+        match memory.take() {
+            Some((t, m)) if t == target => Some(m),
+            _ => None,
+        }
     }
 
     /// Refuse writers in a process other than the creator (a forked child).

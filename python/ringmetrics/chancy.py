@@ -39,7 +39,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import time
 import uuid
 import weakref
 from typing import Any
@@ -100,7 +99,8 @@ class _Session:
         self.recorder: Recorder
         #: Written by the plugin's current syncer.
         self.attached = False
-        self.created = time.monotonic()
+        #: When it was created (the plugin's clock), unix seconds.
+        self.created = 0.0
         #: New keys refused for capacity when it was created (none).
         self.refused = 0
 
@@ -193,8 +193,10 @@ class Metrics(_ChancyMetrics):
         self._syncer_target: tuple[str, str] | None = None
         #: Direct calls, by the worker id they carry.
         self._direct: dict[str, _Session] = {}
-        #: Running workers' sessions.
+        #: Started workers' sessions.
         self._sessions: dict[Any, _Session] = {}
+        #: Workers whose ``run`` loop is running.
+        self._running: set[Any] = set()
         #: Sessions that take no more records (stopped workers, full
         #: aggregators), kept until they have been saved.
         self._retired: list[_Session] = []
@@ -237,6 +239,7 @@ class Metrics(_ChancyMetrics):
     def _new_session(self, session_id: str, worker_id: str) -> _Session:
         aggregator = Aggregator(self._capacity, buckets=self._ring, clock=self._clock)
         session = _Session(aggregator, session_id, worker_id)
+        session.created = self._now()
         # Follow a monkeypatched ``chancy...metrics.utcnow`` unless a
         # ManualClock drives time. The warning holds the plugin weakly (no
         # reference cycle through the native recorder).
@@ -251,14 +254,21 @@ class Metrics(_ChancyMetrics):
         session.recorder = Recorder(aggregator, dropped, hook)
         return session
 
+    def _now(self) -> float:
+        """The plugin's time: its ManualClock, else Chancy's (patchable)
+        ``utcnow``."""
+        if self._clock is not None:
+            return self._clock.now()
+        return _chancy_metrics.utcnow().timestamp()
+
     def _renew_full(self) -> None:
         """After a successful flush, give every full session's owner a
         fresh aggregator under a new session id and retire the full one
         (detached, and freed, once saved): so ``max_buffered_points`` bounds
         what is held unsaved, not how many keys a worker records in its
         life. A full aggregator is renewed at once if it refused a new key,
-        else at most hourly (each renewal starts new rows for open chunks)."""
-        now = time.monotonic()
+        else once it is an hour old by its clock (each renewal starts new
+        rows for the open chunks)."""
         renewed = False
         for table in (self._direct, self._sessions):
             for owner, session in list(table.items()):
@@ -266,7 +276,7 @@ class Metrics(_ChancyMetrics):
                 if len(aggregator) < self._capacity:
                     continue
                 refused = aggregator.drops()["capacity_exhausted"]
-                if refused == session.refused and now - session.created < 3600:
+                if refused == session.refused and self._now() - session.created < 3600:
                     continue
                 table[owner] = self._new_session(str(uuid.uuid4()), session.worker_id)
                 self._retired.append(session)
@@ -329,11 +339,18 @@ class Metrics(_ChancyMetrics):
                 # to the direct session of its worker id.
                 self._retired.append(session)
                 await self._release_saved()
-            if not self._sessions:
+            if not self._running:
                 await self._stop_syncer()
 
-    # run() is Chancy's: every sync_interval it awaits self.flush(chancy)
-    # and backs off on failure.
+    async def run(self, worker, chancy):
+        """Chancy's own loop (every ``sync_interval`` it awaits
+        ``self.flush(chancy)``, backing off on failure); the syncer thread
+        lives while some worker's loop runs."""
+        self._running.add(worker)
+        try:
+            await super().run(worker, chancy)
+        finally:
+            self._running.discard(worker)
 
     # -- saving ------------------------------------------------------------
 
@@ -396,7 +413,7 @@ class Metrics(_ChancyMetrics):
                 await self._release_saved()
             finally:
                 self._read_cache.clear()
-            if not self._sessions:
+            if not self._running:
                 # No worker runs: nothing is left running after this call.
                 await self._stop_syncer()
 

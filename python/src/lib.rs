@@ -454,6 +454,11 @@ fn cleanup(py: Python<'_>, dsn: &str, prefix: &str, retention_seconds: [i64; 4])
 
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // The Rust crates' `log` records (the syncer's warnings: failed flushes,
+    // conflicting definitions) go to Python's `logging`, under loggers named
+    // after their modules (`ringmetrics_postgres.writer`, ...). Another
+    // extension may have installed a Rust logger first; then theirs wins.
+    let _ = pyo3_log::try_init();
     m.add_class::<Aggregator>()?;
     m.add_class::<ManualClock>()?;
     m.add_class::<Handle>()?;

@@ -378,12 +378,12 @@ async def test_the_plugins_syncers_run_at_normal_priority_unless_asked(dsn, pref
     async with app(dsn, prefix, plugin) as chancy:
         await chancy.migrate()
         before = set(syncer_threads())
-        # While a worker is registered the syncer outlives a flush.
-        worker = Worker(chancy)
-        await plugin.on_worker_started(worker=worker)
+        # While a worker runs, the syncer outlives a flush.
+        w = worker(chancy, "prio")
+        await w.start()
         await plugin.increment_counter("c", 1)
         await plugin.flush(chancy)
         new = {t: p for t, p in syncer_threads().items() if t not in before}
         assert list(new.values()) == [os.SCHED_IDLE if low else os.SCHED_OTHER]
-        await plugin.on_worker_stopped(worker=worker)
+        await w.stop()
         assert not {t for t in syncer_threads() if t not in before}, "no syncer thread once no worker runs"

@@ -87,6 +87,12 @@ impl SyncerConfig {
         }
     }
 
+    /// Where a syncer with this configuration writes: a writer's memory of
+    /// what it saved is reused only by a later writer to the same place.
+    pub(crate) fn target(&self) -> String {
+        format!("{}\0{}", self.dsn, self.prefix)
+    }
+
     /// Check everything that can be checked without connecting; returns the
     /// parsed connection settings.
     pub(crate) fn validate(&self) -> Result<postgres::Config, SyncError> {

@@ -49,6 +49,9 @@ pub(crate) struct Change {
 /// dropped, so no second writer can write the same session meanwhile.
 pub(crate) struct Source {
     pub(crate) agg: Arc<Aggregator>,
+    /// Where this writer saves (DSN and prefix): its memory of what it
+    /// saved is only good there.
+    target: String,
     pub(crate) worker_id: String,
     pub(crate) session_id: uuid::Uuid,
     series: Vec<SeriesState>,
@@ -58,11 +61,19 @@ pub(crate) struct Source {
     scratch: SeriesData,
 }
 
+/// What a detached source leaves in its aggregator's session for the next
+/// writer to the same target.
+struct Memory {
+    series: Vec<SeriesState>,
+}
+
 impl Source {
     /// Take `agg`'s session (fixing its id to `session_id`, or to a fresh
     /// uuid4, if it has none) for this writer.
+    /// It continues where the last writer to `target` stopped.
     pub(crate) fn attach(
         agg: Arc<Aggregator>,
+        target: String,
         worker_id: String,
         session_id: Option<uuid::Uuid>,
     ) -> Result<Source, SyncError> {
@@ -71,11 +82,17 @@ impl Source {
             .adopt(session_id.map(|u| u.as_u128()), || uuid::Uuid::new_v4().as_u128())
             .map_err(|e| SyncError::InvalidConfig(e.to_string()))?;
         session.claim().map_err(|e| SyncError::InvalidConfig(e.to_string()))?;
+        let series = session
+            .unstash(&target)
+            .and_then(|m| m.downcast::<Memory>().ok())
+            .map(|m| m.series)
+            .unwrap_or_default();
         Ok(Source {
             agg,
+            target,
             worker_id,
             session_id: uuid::Uuid::from_u128(id),
-            series: Vec::new(),
+            series,
             conflicting: HashSet::new(),
             scratch: SeriesData::default(),
         })
@@ -161,6 +178,13 @@ impl Source {
 
 impl Drop for Source {
     fn drop(&mut self) {
-        self.agg.session().release();
+        let session = self.agg.session();
+        session.stash(
+            std::mem::take(&mut self.target),
+            Box::new(Memory {
+                series: std::mem::take(&mut self.series),
+            }),
+        );
+        session.release();
     }
 }

@@ -82,6 +82,8 @@ pub struct Syncer {
     /// The process that started the thread: in a forked child the thread
     /// does not exist, so every call fails at once.
     pid: u32,
+    /// Where it writes (see `SyncerConfig::target`).
+    target: String,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -103,7 +105,7 @@ impl Syncer {
     /// already saved under another session id than `config.session_id`, or
     /// in a forked child of the process that created it.
     pub fn start(aggregator: Arc<Aggregator>, config: SyncerConfig) -> Result<Syncer, SyncError> {
-        let source = Source::attach(aggregator, config.worker_id.clone(), config.session_id)?;
+        let source = Source::attach(aggregator, config.target(), config.worker_id.clone(), config.session_id)?;
         let mut syncer = Syncer::spawn(config)?;
         syncer.session_id = source.session_id;
         syncer.send(Command::Attach(source))?;
@@ -121,6 +123,7 @@ impl Syncer {
             ..SyncStatus::default()
         }));
         let worker_id = config.worker_id.clone();
+        let target = config.target();
         let thread_status = status.clone();
         let handle = std::thread::Builder::new()
             .name("ringmetrics-syncer".into())
@@ -148,6 +151,7 @@ impl Syncer {
             session_id: uuid::Uuid::nil(),
             worker_id,
             pid: std::process::id(),
+            target,
         })
     }
 
@@ -161,7 +165,7 @@ impl Syncer {
         session_id: Option<uuid::Uuid>,
     ) -> Result<uuid::Uuid, SyncError> {
         self.check_process()?;
-        let source = Source::attach(aggregator, worker_id.into(), session_id)?;
+        let source = Source::attach(aggregator, self.target.clone(), worker_id.into(), session_id)?;
         let id = source.session_id;
         self.send(Command::Attach(source))?;
         Ok(id)

@@ -25,10 +25,53 @@ const BATCH_ROWS: usize = 5000;
 /// How often the writer warns about conflicting definitions.
 const WARN_EVERY: Duration = Duration::from_secs(60);
 
+/// The stored row's columns, in `unnest` order, and their aliases.
+const COLUMNS: [(&str, &str); 7] = [
+    ("buckets", "b"),
+    ("counts", "n"),
+    ("totals", "t"),
+    ("minimums", "lo"),
+    ("maximums", "hi"),
+    ("gauges", "g"),
+    ("sampled_at", "s"),
+];
+
+/// The merged value of one column of a conflicting row: the stored buckets
+/// and the sent ones merged by bucket start, the sent values winning.
+///
+/// Two shapes cover the steady state and cost a concatenation: the sent
+/// buckets all come after the stored ones (a new bucket), or they start at
+/// the stored row's last bucket (it changed, maybe newer ones too). Any
+/// other shape (a late record into an earlier bucket, a resend after a
+/// restart) takes the general merge.
+fn merged(column: &str, alias: &str) -> String {
+    let all_stored = COLUMNS.iter().map(|(c, _)| format!("m.{c}")).collect::<Vec<_>>().join(", ");
+    let all_sent = COLUMNS.iter().map(|(c, _)| format!("EXCLUDED.{c}")).collect::<Vec<_>>().join(", ");
+    let aliases = COLUMNS.iter().map(|(_, a)| *a).collect::<Vec<_>>().join(", ");
+    format!(
+        "CASE WHEN m.buckets[cardinality(m.buckets)] < EXCLUDED.buckets[1] THEN m.{column} || EXCLUDED.{column}
+              WHEN m.buckets[cardinality(m.buckets)] = EXCLUDED.buckets[1]
+                   THEN m.{column}[:cardinality(m.buckets) - 1] || EXCLUDED.{column}
+              WHEN EXCLUDED.{column} IS NULL THEN NULL
+              ELSE (SELECT array_agg(u.{alias} ORDER BY u.b)
+                    FROM (SELECT DISTINCT ON (x.b) x.* FROM (
+                              SELECT e.*, 0 AS p FROM unnest({all_sent}) AS e({aliases})
+                              UNION ALL
+                              SELECT o.*, 1 FROM unnest({all_stored}) AS o({aliases})
+                          ) x ORDER BY x.b, x.p) u)
+         END"
+    )
+}
+
 /// The upsert: `$1..$8` describe rows (each takes `[off, off + len)` of the
 /// bucket columns `$9..$15`). On conflict, the stored buckets and the sent
-/// ones are merged by bucket start, the sent values winning.
+/// ones are merged by bucket start ([`merged`]).
 fn upsert_sql(metrics: &str) -> String {
+    let set = COLUMNS
+        .iter()
+        .map(|(c, a)| format!("{c} = {}", merged(c, a)))
+        .collect::<Vec<_>>()
+        .join(",\n             ");
     format!(
         "WITH a AS (SELECT $9::timestamptz[] AS b, $10::int8[] AS n, $11::float8[] AS t, $12::float8[] AS lo,
                            $13::float8[] AS hi, $14::float8[] AS g, $15::timestamptz[] AS s)
@@ -46,25 +89,8 @@ fn upsert_sql(metrics: &str) -> String {
                         $7::uuid[], $8::text[])
               AS r(metric_id, resolution, chunk, off, len, kind, session_id, worker_id)
          ON CONFLICT (metric_id, resolution, chunk, session_id) DO UPDATE SET
-             (worker_id, buckets, counts, totals, minimums, maximums, gauges, sampled_at) = (
-                 SELECT EXCLUDED.worker_id, array_agg(u.b ORDER BY u.b),
-                        CASE WHEN EXCLUDED.counts IS NOT NULL THEN array_agg(u.n ORDER BY u.b) END,
-                        CASE WHEN EXCLUDED.totals IS NOT NULL THEN array_agg(u.t ORDER BY u.b) END,
-                        CASE WHEN EXCLUDED.minimums IS NOT NULL THEN array_agg(u.lo ORDER BY u.b) END,
-                        CASE WHEN EXCLUDED.maximums IS NOT NULL THEN array_agg(u.hi ORDER BY u.b) END,
-                        CASE WHEN EXCLUDED.gauges IS NOT NULL THEN array_agg(u.g ORDER BY u.b) END,
-                        array_agg(u.s ORDER BY u.b)
-                 FROM (SELECT DISTINCT ON (x.b) x.* FROM (
-                           SELECT e.*, 0 AS p
-                           FROM unnest(EXCLUDED.buckets, EXCLUDED.counts, EXCLUDED.totals, EXCLUDED.minimums,
-                                       EXCLUDED.maximums, EXCLUDED.gauges, EXCLUDED.sampled_at)
-                                AS e(b, n, t, lo, hi, g, s)
-                           UNION ALL
-                           SELECT o.*, 1
-                           FROM unnest(m.buckets, m.counts, m.totals, m.minimums, m.maximums, m.gauges,
-                                       m.sampled_at)
-                                AS o(b, n, t, lo, hi, g, s)
-                       ) x ORDER BY x.b, x.p) u)"
+             worker_id = EXCLUDED.worker_id,
+             {set}"
     )
 }
 

@@ -117,6 +117,20 @@ typedef struct {
   uint32_t owner;
 } rm_series;
 
+// Drop counters (see `ringmetrics::Drops`).
+typedef struct {
+  // Whole records refused, by reason: invalid key, invalid unit,
+  // non-finite value, invalid timestamp, conflict, overflow, capacity
+  // exhausted, unknown series.
+  uint64_t records[8];
+  // Per resolution: older than the ring's retention.
+  uint64_t expired[4];
+  // Per resolution: the slot already held a newer bucket.
+  uint64_t stale[4];
+  // Per resolution: merging would overflow the bucket's sum.
+  uint64_t overflow[4];
+} rm_drops;
+
 // One bucket's absolute values.
 typedef struct {
   // Bucket start, seconds since the epoch.
@@ -134,20 +148,6 @@ typedef struct {
   // Time of the latest sample, nanoseconds since the epoch.
   int64_t sampled_at;
 } rm_bucket;
-
-// Drop counters (see `ringmetrics::Drops`).
-typedef struct {
-  // Whole records refused, by reason: invalid key, invalid unit,
-  // non-finite value, invalid timestamp, conflict, overflow, capacity
-  // exhausted, unknown series.
-  uint64_t records[8];
-  // Per resolution: older than the ring's retention.
-  uint64_t expired[4];
-  // Per resolution: the slot already held a newer bucket.
-  uint64_t stale[4];
-  // Per resolution: merging would overflow the bucket's sum.
-  uint64_t overflow[4];
-} rm_drops;
 
 // What a flush wrote.
 typedef struct {
@@ -308,6 +308,15 @@ rm_result rm_register(const rm_aggregator *agg,
                       size_t unit_len,
                       rm_series *out);
 
+// Read the drop counters and the number of registered series.
+//
+// Thread safety: any thread, any time.
+//
+// # Safety
+// `agg` NULL or live; `out` and `series_count` valid (series_count may be
+// NULL).
+rm_result rm_drops_read(const rm_aggregator *agg, rm_drops *out, size_t *series_count);
+
 // Copy the buckets of `series` at `resolution` starting in
 // `[from_secs, to_secs)`, oldest first, into `buf` (capacity `cap`). On
 // success `*written` is the count. If `cap` is too small, nothing is
@@ -327,15 +336,6 @@ rm_result rm_snapshot(const rm_aggregator *agg,
                       rm_bucket *buf,
                       size_t cap,
                       size_t *written);
-
-// Read the drop counters and the number of registered series.
-//
-// Thread safety: any thread, any time.
-//
-// # Safety
-// `agg` NULL or live; `out` and `series_count` valid (series_count may be
-// NULL).
-rm_result rm_drops_read(const rm_aggregator *agg, rm_drops *out, size_t *series_count);
 
 // Start a syncer writing `agg` into Chancy's tables: `dsn` (libpq string
 // or URL), `prefix` (NULL: "chancy_"), `worker_id` (NULL: ""), a sync every

@@ -20,8 +20,11 @@ use std::ffi::c_char;
 
 use ringmetrics::{DropReason, Kind};
 
-use crate::rm_result::*;
-use crate::{agg_ref, boundary, core_error, key_and_unit, rm_aggregator, rm_record_at, rm_result, rm_series};
+use crate::aggregator::{agg_ref, rm_aggregator, rm_series};
+use crate::result::{boundary, core_error};
+use crate::rm_record_at;
+use crate::rm_result::{self, *};
+use crate::strings::key_and_unit;
 
 /// A core result as a result code. The error arm is out of line, so the
 /// success path stays a compare and a return.
@@ -45,7 +48,7 @@ pub(crate) fn done(r: Result<(), ringmetrics::Error>) -> rm_result {
 pub unsafe extern "C" fn rm_record(agg: *const rm_aggregator, series: rm_series, value: f64) -> rm_result {
     boundary(|| {
         let Some(a) = agg_ref(agg) else { return RM_NULL_POINTER };
-        let Some(s) = crate::series(series) else {
+        let Some(s) = crate::aggregator::series(series) else {
             return RM_UNKNOWN_SERIES;
         };
         done(a.agg.record(s, value))

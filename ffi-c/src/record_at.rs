@@ -11,9 +11,11 @@ use std::ffi::c_char;
 
 use ringmetrics::Kind;
 
+use crate::aggregator::{agg_ref, rm_aggregator, rm_series};
 use crate::record::{done, matching, record_key_slow};
-use crate::rm_result::*;
-use crate::{agg_ref, boundary, bytes, rm_aggregator, rm_result, rm_series, text};
+use crate::result::boundary;
+use crate::rm_result::{self, *};
+use crate::strings::{bytes, text};
 // For the doc links, which cbindgen copies into the header as they are.
 #[cfg(doc)]
 use crate::{rm_record, rm_record_key};
@@ -33,7 +35,7 @@ pub unsafe extern "C" fn rm_record_at(
 ) -> rm_result {
     boundary(|| {
         let Some(a) = agg_ref(agg) else { return RM_NULL_POINTER };
-        let Some(s) = crate::series(series) else {
+        let Some(s) = crate::aggregator::series(series) else {
             return RM_UNKNOWN_SERIES;
         };
         done(a.agg.record_at(s, value, at_nanos))
@@ -76,7 +78,7 @@ pub unsafe extern "C" fn rm_record_key_at(
 ) -> rm_result {
     boundary(|| {
         let Some(a) = agg_ref(agg) else { return RM_NULL_POINTER };
-        let Some(kind) = crate::kind(kind) else {
+        let Some(kind) = crate::aggregator::kind(kind) else {
             return RM_INVALID_ARGUMENT;
         };
         // SAFETY: the caller's promises are `rm_record_at`'s and `record_key_slow`'s.

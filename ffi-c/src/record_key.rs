@@ -7,9 +7,11 @@ use std::ffi::c_char;
 
 use ringmetrics::{Kind, Series};
 
+use crate::aggregator::{agg_ref, rm_aggregator, rm_series};
 use crate::record::{done, matching, record_key_slow};
-use crate::rm_result::*;
-use crate::{agg_ref, boundary, bytes, rm_aggregator, rm_result, rm_series};
+use crate::result::boundary;
+use crate::rm_result::{self, *};
+use crate::strings::bytes;
 
 /// The handle of a registered `key` whose kind and unit match, with no
 /// UTF-8 check (only valid keys are ever registered, so a match is valid).
@@ -47,7 +49,7 @@ pub unsafe extern "C" fn rm_record_key(
 ) -> rm_result {
     boundary(|| {
         let Some(a) = agg_ref(agg) else { return RM_NULL_POINTER };
-        let Some(kind) = crate::kind(kind) else {
+        let Some(kind) = crate::aggregator::kind(kind) else {
             return RM_INVALID_ARGUMENT;
         };
         match known_series(a, kind, key, key_len, unit, unit_len) {

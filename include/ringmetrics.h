@@ -8,6 +8,10 @@
 #include <stdint.h>
 #include <stddef.h>
 
+// The longest duration a caller may give, in seconds (about 31.7 years):
+// a timeout over it is refused; an interval over it is clamped to it.
+#define RM_MAX_DURATION_SECS 1e9
+
 // Every result code. Values are stable across releases.
 typedef enum {
   // Success.
@@ -296,10 +300,15 @@ void rm_aggregator_free(rm_aggregator *agg);
 // `unit` (`unit_len` bytes; NULL/0 for the kind's default: "count" or
 // "number"). On success writes a handle to `*out`.
 //
+// Lengths: a `key_len` over 1024 is refused with `RM_INVALID_KEY`, a
+// `unit_len` over 256 (64 characters of up to 4 bytes) with
+// `RM_INVALID_UNIT`, before any byte is read.
+//
 // Thread safety: any number of threads at once on the same aggregator.
 //
 // # Safety
-// `agg` NULL or live; `key`/`unit` readable for their lengths; `out` valid.
+// `agg` NULL or live; `key`/`unit` readable for their lengths when
+// within the limits (a longer length is never read); `out` valid.
 rm_result rm_register(const rm_aggregator *agg,
                       uint32_t kind,
                       const char *key,
@@ -339,7 +348,10 @@ rm_result rm_snapshot(const rm_aggregator *agg,
 
 // Start a syncer writing `agg` into Chancy's tables: `dsn` (libpq string
 // or URL), `prefix` (NULL: "chancy_"), `worker_id` (NULL: ""), a sync every
-// `interval_secs`. The database need not be up yet. Release with
+// `interval_secs` (positive; NaN, zero or negative is `RM_INVALID_CONFIG`;
+// over `RM_MAX_DURATION_SECS`, +infinity included, it is clamped to it:
+// no periodic sync, but flushes and the final flush still write). The
+// database need not be up yet. Release with
 // [`rm_syncer_free`].
 //
 // Thread safety: any thread.
@@ -353,7 +365,9 @@ rm_result rm_syncer_start(const rm_aggregator *agg,
                           double interval_secs,
                           rm_syncer **out);
 
-// Write every changed chunk now; wait at most `timeout_secs`. `report`
+// Write every changed chunk now; wait at most `timeout_secs` (0 to
+// `RM_MAX_DURATION_SECS`; NaN, infinite, negative or larger is
+// `RM_INVALID_ARGUMENT`, and nothing is done). `report`
 // may be NULL. On failure the data stays pending and is retried.
 //
 // Thread safety: any thread; concurrent calls on one syncer are
@@ -364,7 +378,9 @@ rm_result rm_syncer_start(const rm_aggregator *agg,
 rm_result rm_syncer_flush(const rm_syncer *syncer, double timeout_secs, rm_flush_report *report);
 
 // Final flush and stop the thread (idempotent: later calls return
-// `RM_OK` with an empty report). Waits at most `timeout_secs`.
+// `RM_OK` with an empty report). Waits at most `timeout_secs`, checked as
+// [`rm_syncer_flush`] checks it (a refused timeout leaves the syncer
+// running).
 //
 // Thread safety: as [`rm_syncer_flush`].
 //
@@ -476,6 +492,10 @@ rm_result rm_record_at(const rm_aggregator *agg, rm_series series, double value,
 
 // [`rm_record_key`] at an explicit time (nanoseconds since the epoch).
 //
+// Lengths: as [`rm_record_key`], a `key_len` over 1024 or a `unit_len`
+// over 256 is refused (`RM_INVALID_KEY`, `RM_INVALID_UNIT`) before any
+// byte is read.
+//
 // Thread safety: any number of threads at once.
 //
 // # Safety
@@ -492,10 +512,15 @@ rm_result rm_record_key_at(const rm_aggregator *agg,
 // Record `value` into `key` (registering it with `kind` and `unit` if new)
 // at the aggregator's time. Lock-free for a known key.
 //
+// Lengths: a `key_len` over 1024 is refused with `RM_INVALID_KEY`, a
+// `unit_len` over 256 (64 characters of up to 4 bytes) with
+// `RM_INVALID_UNIT`, before any byte is read; both are counted as drops.
+//
 // Thread safety: any number of threads at once.
 //
 // # Safety
-// `agg` NULL or live; `key`/`unit` readable for their lengths.
+// `agg` NULL or live; `key`/`unit` readable for their lengths when
+// within the limits (a longer length is never read).
 rm_result rm_record_key(const rm_aggregator *agg,
                         uint32_t kind,
                         const char *key,

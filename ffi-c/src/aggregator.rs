@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use ringmetrics::{Aggregator, Config, Kind, ManualClock, Resolution, Series};
 
+use crate::record::refused;
 use crate::result::{boundary, core_error, free_box};
 use crate::rm_result::{self, *};
 use crate::strings::key_and_unit;
@@ -285,10 +286,15 @@ pub unsafe extern "C" fn rm_aggregator_free(agg: *mut rm_aggregator) {
 /// `unit` (`unit_len` bytes; NULL/0 for the kind's default: "count" or
 /// "number"). On success writes a handle to `*out`.
 ///
+/// Lengths: a `key_len` over 1024 is refused with `RM_INVALID_KEY`, a
+/// `unit_len` over 256 (64 characters of up to 4 bytes) with
+/// `RM_INVALID_UNIT`, before any byte is read.
+///
 /// Thread safety: any number of threads at once on the same aggregator.
 ///
 /// # Safety
-/// `agg` NULL or live; `key`/`unit` readable for their lengths; `out` valid.
+/// `agg` NULL or live; `key`/`unit` readable for their lengths when
+/// within the limits (a longer length is never read); `out` valid.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn rm_register(
     agg: *const rm_aggregator,
@@ -308,7 +314,7 @@ pub unsafe extern "C" fn rm_register(
         };
         let (key, unit) = match key_and_unit(kind, key, key_len, unit, unit_len) {
             Ok(k) => k,
-            Err((e, _)) => return e,
+            Err((e, reason)) => return refused(a, e, reason),
         };
         match a.register(kind, key, unit) {
             Ok(s) => {

@@ -15,7 +15,7 @@ use crate::aggregator::{agg_ref, rm_aggregator, rm_series};
 use crate::record::{done, matching, record_key_slow};
 use crate::result::boundary;
 use crate::rm_result::{self, *};
-use crate::strings::{bytes, text};
+use crate::strings::key_text;
 // For the doc links, which cbindgen copies into the header as they are.
 #[cfg(doc)]
 use crate::{rm_record, rm_record_key};
@@ -44,8 +44,11 @@ pub unsafe extern "C" fn rm_record_at(
 
 /// [`known_series`] for [`rm_record_key_at`], through the core's
 /// out-of-line lookup (so the key's UTF-8 is checked first).
+///
+/// # Safety
+/// `key`/`unit` NULL or readable for their lengths.
 #[inline(always)]
-fn known_series_checked(
+unsafe fn known_series_checked(
     a: &rm_aggregator,
     kind: Kind,
     key: *const c_char,
@@ -53,12 +56,17 @@ fn known_series_checked(
     unit: *const c_char,
     unit_len: usize,
 ) -> Option<rm_series> {
-    let (k, u) = (text(key, key_len).ok()?, bytes(unit, unit_len)?);
+    let k = key_text(key, key_len).ok()?;
     let owner = a.owner()?;
-    matching(a.agg.lookup(k)?, kind, u, owner)
+    // SAFETY: the caller promises `unit_len` readable bytes at `unit`.
+    unsafe { matching(a.agg.lookup(k)?, kind, unit, unit_len, owner) }
 }
 
 /// [`rm_record_key`] at an explicit time (nanoseconds since the epoch).
+///
+/// Lengths: as [`rm_record_key`], a `key_len` over 1024 or a `unit_len`
+/// over 256 is refused (`RM_INVALID_KEY`, `RM_INVALID_UNIT`) before any
+/// byte is read.
 ///
 /// Thread safety: any number of threads at once.
 ///

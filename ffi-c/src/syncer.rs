@@ -10,6 +10,44 @@ use crate::result::{boundary, free_box, remember, sync_error};
 use crate::rm_result::{self, *};
 use crate::strings::cstr;
 
+/// The longest duration a caller may give, in seconds (about 31.7 years):
+/// a timeout over it is refused; an interval over it is clamped to it.
+pub const RM_MAX_DURATION_SECS: f64 = 1e9;
+
+/// A timeout in seconds: finite, `0..=RM_MAX_DURATION_SECS`; anything else
+/// (NaN, infinite, negative, over the maximum) is `RM_INVALID_ARGUMENT`.
+fn timeout(secs: f64) -> Result<Duration, rm_result> {
+    if (0.0..=RM_MAX_DURATION_SECS).contains(&secs) {
+        Ok(Duration::from_secs_f64(secs))
+    } else {
+        Err(bad_duration(
+            "timeout",
+            secs,
+            "from 0 to 1e9 seconds",
+            RM_INVALID_ARGUMENT,
+        ))
+    }
+}
+
+/// A sync interval in seconds: positive; NaN, zero or negative is
+/// `RM_INVALID_CONFIG`. Over `RM_MAX_DURATION_SECS` (+infinity included)
+/// it is clamped to it: no periodic sync in practice, flushes on demand and
+/// at stop still write (Chancy accepts any positive `sync_interval`).
+fn interval(secs: f64) -> Result<Duration, rm_result> {
+    if secs > 0.0 {
+        Ok(Duration::from_secs_f64(secs.min(RM_MAX_DURATION_SECS)))
+    } else {
+        Err(bad_duration("interval", secs, "positive seconds", RM_INVALID_CONFIG))
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn bad_duration(what: &str, secs: f64, rule: &str, code: rm_result) -> rm_result {
+    remember(format!("{what} {secs} is invalid: it must be {rule}"));
+    code
+}
+
 /// The Postgres syncer thread (opaque).
 pub struct rm_syncer {
     inner: parking_lot::Mutex<Option<Syncer>>,
@@ -17,7 +55,10 @@ pub struct rm_syncer {
 
 /// Start a syncer writing `agg` into Chancy's tables: `dsn` (libpq string
 /// or URL), `prefix` (NULL: "chancy_"), `worker_id` (NULL: ""), a sync every
-/// `interval_secs`. The database need not be up yet. Release with
+/// `interval_secs` (positive; NaN, zero or negative is `RM_INVALID_CONFIG`;
+/// over `RM_MAX_DURATION_SECS`, +infinity included, it is clamped to it:
+/// no periodic sync, but flushes and the final flush still write). The
+/// database need not be up yet. Release with
 /// [`rm_syncer_free`].
 ///
 /// Thread safety: any thread.
@@ -42,10 +83,10 @@ pub unsafe extern "C" fn rm_syncer_start(
             (Ok(None), _, _) => return RM_NULL_POINTER,
             _ => return RM_INVALID_UTF8,
         };
-        if !(interval_secs > 0.0 && interval_secs.is_finite()) {
-            remember(format!("interval {interval_secs} must be positive seconds"));
-            return RM_INVALID_CONFIG;
-        }
+        let interval = match interval(interval_secs) {
+            Ok(d) => d,
+            Err(e) => return e,
+        };
         let mut config = SyncerConfig::new(dsn);
         if let Some(p) = prefix {
             config.prefix = p.into();
@@ -53,7 +94,7 @@ pub unsafe extern "C" fn rm_syncer_start(
         if let Some(w) = worker_id {
             config.worker_id = w.into();
         }
-        config.interval = Duration::from_secs_f64(interval_secs);
+        config.interval = interval;
         match Syncer::start(a.agg.clone(), config) {
             Ok(s) => {
                 let boxed = Box::new(rm_syncer {
@@ -107,7 +148,9 @@ fn syncer_call(
     }
 }
 
-/// Write every changed chunk now; wait at most `timeout_secs`. `report`
+/// Write every changed chunk now; wait at most `timeout_secs` (0 to
+/// `RM_MAX_DURATION_SECS`; NaN, infinite, negative or larger is
+/// `RM_INVALID_ARGUMENT`, and nothing is done). `report`
 /// may be NULL. On failure the data stays pending and is retried.
 ///
 /// Thread safety: any thread; concurrent calls on one syncer are
@@ -122,13 +165,18 @@ pub unsafe extern "C" fn rm_syncer_flush(
     report: *mut rm_flush_report,
 ) -> rm_result {
     boundary(|| {
-        let t = Duration::from_secs_f64(timeout_secs.clamp(0.0, 1e6));
+        let t = match timeout(timeout_secs) {
+            Ok(t) => t,
+            Err(e) => return e,
+        };
         syncer_call(syncer, report, |s| s.as_ref().ok_or(SyncError::Stopped)?.flush(t))
     })
 }
 
 /// Final flush and stop the thread (idempotent: later calls return
-/// `RM_OK` with an empty report). Waits at most `timeout_secs`.
+/// `RM_OK` with an empty report). Waits at most `timeout_secs`, checked as
+/// [`rm_syncer_flush`] checks it (a refused timeout leaves the syncer
+/// running).
 ///
 /// Thread safety: as [`rm_syncer_flush`].
 ///
@@ -141,7 +189,10 @@ pub unsafe extern "C" fn rm_syncer_stop(
     report: *mut rm_flush_report,
 ) -> rm_result {
     boundary(|| {
-        let t = Duration::from_secs_f64(timeout_secs.clamp(0.0, 1e6));
+        let t = match timeout(timeout_secs) {
+            Ok(t) => t,
+            Err(e) => return e,
+        };
         syncer_call(syncer, report, |s| match s.take() {
             Some(s) => s.stop(t),
             None => Ok(Default::default()),

@@ -4,6 +4,7 @@
 //! never release the GIL (they take nanoseconds); flush, stop, reads and
 //! cleanup release it while they wait on PostgreSQL.
 
+mod duration;
 mod fast;
 mod recorder;
 
@@ -358,11 +359,8 @@ impl Aggregator {
                 .parse()
                 .map_err(|e| Error::Value(format!("session_id {s:?} is not a UUID: {e}")))?;
         }
-        if !(interval > 0.0 && interval.is_finite()) || !(max_backoff > 0.0 && max_backoff.is_finite()) {
-            return Err(Error::Value("interval and max_backoff must be positive seconds".into()));
-        }
-        config.interval = Duration::from_secs_f64(interval);
-        config.max_backoff = Duration::from_secs_f64(max_backoff);
+        config.interval = duration::interval("interval", interval)?;
+        config.max_backoff = duration::interval("max_backoff", max_backoff)?;
         config.low_priority = low_priority;
         let session_id = config.session_id.to_string();
         let syncer = ringmetrics_postgres::Syncer::start(self.inner.clone(), config)?;
@@ -446,7 +444,7 @@ impl Syncer {
     /// pending and is retried), TimeoutError on timeout.
     #[pyo3(signature = (timeout=30.0))]
     fn flush<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyDict>> {
-        let timeout = Duration::from_secs_f64(timeout.max(0.0));
+        let timeout = duration::timeout(timeout)?;
         let result = py.detach(|| self.running()?.flush(timeout));
         report(py, result.map_err(Error::from)?)
     }
@@ -458,7 +456,7 @@ impl Syncer {
     /// Python thread.
     #[pyo3(signature = (timeout=30.0))]
     fn flush_in_background(&self, timeout: f64) -> PyResult<PendingFlush> {
-        let timeout = Duration::from_secs_f64(timeout.max(0.0));
+        let timeout = duration::timeout(timeout)?;
         let syncer = self.running();
         let (reader, writer) = std::os::unix::net::UnixStream::pair()?;
         let shared = Arc::new(Pending {
@@ -478,7 +476,7 @@ impl Syncer {
     /// including for flushes in progress elsewhere to finish).
     #[pyo3(signature = (timeout=30.0))]
     fn stop<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyDict>> {
-        let timeout = Duration::from_secs_f64(timeout.max(0.0));
+        let timeout = duration::timeout(timeout)?;
         let result = py.detach(|| {
             let Some(mut syncer) = self.inner.lock().take() else {
                 return Ok(FlushReport::default());

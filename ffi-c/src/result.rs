@@ -17,9 +17,11 @@ pub enum rm_result {
     RM_NULL_POINTER = 1,
     /// A key, unit or string was not valid UTF-8.
     RM_INVALID_UTF8 = 2,
-    /// The key is empty, longer than 1024 bytes, or holds a NUL byte.
+    /// The key is empty, longer than 1024 bytes, or holds a NUL byte (a
+    /// `key_len` over 1024 is refused without reading the key).
     RM_INVALID_KEY = 3,
-    /// The unit is empty, longer than 64 characters, or holds a NUL byte.
+    /// The unit is longer than 64 characters or holds a NUL byte (a
+    /// `unit_len` over 256 bytes is refused without reading the unit).
     RM_INVALID_UNIT = 4,
     /// The value is NaN or infinite.
     RM_NON_FINITE_VALUE = 5,
@@ -47,7 +49,9 @@ pub enum rm_result {
     RM_STOPPED = 16,
     /// A record at an explicit time was stored in no resolution (too old).
     RM_NOT_STORED = 17,
-    /// An argument is out of range (an unknown kind or resolution, an index).
+    /// An argument is out of range (an unknown kind or resolution, an index,
+    /// a timeout that is NaN, infinite, negative or over
+    /// `RM_MAX_DURATION_SECS`).
     RM_INVALID_ARGUMENT = 18,
     /// The aggregator has no manual clock.
     RM_NOT_MANUAL_CLOCK = 19,

@@ -29,15 +29,20 @@ fn timeout(secs: f64) -> Result<Duration, rm_result> {
     }
 }
 
-/// A sync interval in seconds: positive; NaN, zero or negative is
-/// `RM_INVALID_CONFIG`. Over `RM_MAX_DURATION_SECS` (+infinity included)
+/// A sync interval in seconds: at least a nanosecond; NaN, zero, negative
+/// or shorter is `RM_INVALID_CONFIG`. Over `RM_MAX_DURATION_SECS` (+infinity included)
 /// it is clamped to it: no periodic sync in practice, flushes on demand and
 /// at stop still write (Chancy accepts any positive `sync_interval`).
 fn interval(secs: f64) -> Result<Duration, rm_result> {
-    if secs > 0.0 {
+    if secs >= 1e-9 {
         Ok(Duration::from_secs_f64(secs.min(RM_MAX_DURATION_SECS)))
     } else {
-        Err(bad_duration("interval", secs, "positive seconds", RM_INVALID_CONFIG))
+        Err(bad_duration(
+            "interval",
+            secs,
+            "at least 1e-9 seconds",
+            RM_INVALID_CONFIG,
+        ))
     }
 }
 
@@ -55,7 +60,8 @@ pub struct rm_syncer {
 
 /// Start a syncer writing `agg` into Chancy's tables: `dsn` (libpq string
 /// or URL), `prefix` (NULL: "chancy_"), `worker_id` (NULL: ""), a sync every
-/// `interval_secs` (positive; NaN, zero or negative is `RM_INVALID_CONFIG`;
+/// `interval_secs` (at least 1e-9; NaN, zero, negative or less is
+/// `RM_INVALID_CONFIG`;
 /// over `RM_MAX_DURATION_SECS`, +infinity included, it is clamped to it:
 /// no periodic sync, but flushes and the final flush still write). The
 /// database need not be up yet. Release with

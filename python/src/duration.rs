@@ -5,8 +5,8 @@
 //! The rules (the C ABI's, `RM_MAX_DURATION_SECS`):
 //! - a timeout is `0..=MAX_SECS` seconds; NaN, infinite, negative or larger
 //!   raises ValueError (nothing is waited for or done);
-//! - an interval (the sync interval, the retry backoff cap) is positive;
-//!   NaN, zero or negative raises ValueError. Over `MAX_SECS`, +infinity
+//! - an interval (the sync interval, the retry backoff cap) is at least a
+//!   nanosecond (1e-9 s); NaN, zero, negative or shorter raises ValueError. Over `MAX_SECS`, +infinity
 //!   included, it is clamped to `MAX_SECS`: Chancy accepts any positive
 //!   `sync_interval` (`Metrics(sync_interval=10**20)`), which means "no
 //!   periodic sync" there, and means the same here: flushes on demand and
@@ -30,12 +30,14 @@ pub(crate) fn timeout(secs: f64) -> Result<Duration, Error> {
     }
 }
 
-/// An interval named `name` (for the message): positive seconds, else
-/// ValueError; clamped to `MAX_SECS`.
+/// An interval named `name` (for the message): at least 1e-9 seconds (a
+/// shorter one would round to zero), else ValueError; clamped to `MAX_SECS`.
 pub(crate) fn interval(name: &str, secs: f64) -> Result<Duration, Error> {
-    if secs > 0.0 {
+    if secs >= 1e-9 {
         Ok(Duration::from_secs_f64(secs.min(MAX_SECS)))
     } else {
-        Err(Error::Value(format!("{name} must be positive seconds, not {secs}")))
+        Err(Error::Value(format!(
+            "{name} must be at least 1e-9 seconds, not {secs}"
+        )))
     }
 }

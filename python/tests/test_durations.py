@@ -1,7 +1,7 @@
 """Every float that becomes a duration is validated: a timeout that is NaN,
 infinite, negative or over the documented maximum (1e9 s) raises ValueError,
-never PanicException; an interval that is NaN or not positive raises
-ValueError, and one over the maximum (infinity included: Chancy accepts any
+never PanicException; an interval that is NaN or under a nanosecond
+(zero, negative) raises ValueError, and one over the maximum (infinity included: Chancy accepts any
 positive ``sync_interval``) means "no periodic sync" and is clamped."""
 
 import math
@@ -20,7 +20,7 @@ MAX_SECS = 1e9
 # test tell "refused" (ValueError) from "accepted and tried" (StorageError).
 NOWHERE = "host=127.0.0.1 port=1 connect_timeout=1"
 BAD_TIMEOUTS = [math.nan, math.inf, -math.inf, -1.0, -1e-9, MAX_SECS * 1.0001, 1e20, 1e300]
-BAD_INTERVALS = [math.nan, -math.nan, 0.0, -0.0, -1.0, -math.inf]
+BAD_INTERVALS = [math.nan, -math.nan, 0.0, -0.0, -1.0, -math.inf, 1e-10, 5e-324]
 HUGE_INTERVALS = [MAX_SECS * 2, 1e20, float(10**20), math.inf]
 
 

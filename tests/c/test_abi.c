@@ -400,7 +400,7 @@ static void test_durations(void) {
   rm_sync_status st;
   char buf[256];
   size_t n = 0;
-  const double bad_intervals[] = {NAN, -NAN, 0.0, -0.0, -1.0, -INFINITY};
+  const double bad_intervals[] = {NAN, -NAN, 0.0, -0.0, -1.0, -INFINITY, 1e-10, 5e-324};
   for (size_t i = 0; i < sizeof bad_intervals / sizeof bad_intervals[0]; i++) {
     EXPECT(rm_syncer_start(a, nowhere, NULL, NULL, bad_intervals[i], &sy), RM_INVALID_CONFIG);
     CHECK(sy == NULL);

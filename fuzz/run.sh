@@ -5,7 +5,11 @@
 #
 # Needs the nightly toolchain and cargo-fuzz; installs cargo-fuzz (pinned)
 # into ~/.cargo/bin when missing. Seeds: fuzz/seeds/<target>/ (committed,
-# tiny); the growing corpus lives in fuzz/corpus/<target>/ (ignored).
+# tiny); the growing corpus lives in fuzz/corpus/<target>/ (ignored). Every
+# target in fuzz/Cargo.toml runs: validation, record_sequence, c_abi,
+# c_abi_lengths (key/unit lengths up to SIZE_MAX) and c_abi_durations
+# (timeouts and intervals as arbitrary doubles; it opens loopback connections
+# that are refused, so it runs only tens of inputs a second).
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-20}

@@ -8,6 +8,10 @@
 #include <stdint.h>
 #include <stddef.h>
 
+// The longest duration a caller may give, in seconds (about 31.7 years):
+// a timeout over it is refused; an interval over it is clamped to it.
+#define RM_MAX_DURATION_SECS 1e9
+
 // Every result code. Values are stable across releases.
 typedef enum {
   // Success.
@@ -16,9 +20,11 @@ typedef enum {
   RM_NULL_POINTER = 1,
   // A key, unit or string was not valid UTF-8.
   RM_INVALID_UTF8 = 2,
-  // The key is empty, longer than 1024 bytes, or holds a NUL byte.
+  // The key is empty, longer than 1024 bytes, or holds a NUL byte (a
+  // `key_len` over 1024 is refused without reading the key).
   RM_INVALID_KEY = 3,
-  // The unit is empty, longer than 64 characters, or holds a NUL byte.
+  // The unit is longer than 64 characters or holds a NUL byte (a
+  // `unit_len` over 256 bytes is refused without reading the unit).
   RM_INVALID_UNIT = 4,
   // The value is NaN or infinite.
   RM_NON_FINITE_VALUE = 5,
@@ -46,7 +52,9 @@ typedef enum {
   RM_STOPPED = 16,
   // A record at an explicit time was stored in no resolution (too old).
   RM_NOT_STORED = 17,
-  // An argument is out of range (an unknown kind or resolution, an index).
+  // An argument is out of range (an unknown kind or resolution, an index,
+  // a timeout that is NaN, infinite, negative or over
+  // `RM_MAX_DURATION_SECS`).
   RM_INVALID_ARGUMENT = 18,
   // The aggregator has no manual clock.
   RM_NOT_MANUAL_CLOCK = 19,
@@ -117,6 +125,20 @@ typedef struct {
   uint32_t owner;
 } rm_series;
 
+// Drop counters (see `ringmetrics::Drops`).
+typedef struct {
+  // Whole records refused, by reason: invalid key, invalid unit,
+  // non-finite value, invalid timestamp, conflict, overflow, capacity
+  // exhausted, unknown series.
+  uint64_t records[8];
+  // Per resolution: older than the ring's retention.
+  uint64_t expired[4];
+  // Per resolution: the slot already held a newer bucket.
+  uint64_t stale[4];
+  // Per resolution: merging would overflow the bucket's sum.
+  uint64_t overflow[4];
+} rm_drops;
+
 // One bucket's absolute values.
 typedef struct {
   // Bucket start, seconds since the epoch.
@@ -134,20 +156,6 @@ typedef struct {
   // Time of the latest sample, nanoseconds since the epoch.
   int64_t sampled_at;
 } rm_bucket;
-
-// Drop counters (see `ringmetrics::Drops`).
-typedef struct {
-  // Whole records refused, by reason: invalid key, invalid unit,
-  // non-finite value, invalid timestamp, conflict, overflow, capacity
-  // exhausted, unknown series.
-  uint64_t records[8];
-  // Per resolution: older than the ring's retention.
-  uint64_t expired[4];
-  // Per resolution: the slot already held a newer bucket.
-  uint64_t stale[4];
-  // Per resolution: merging would overflow the bucket's sum.
-  uint64_t overflow[4];
-} rm_drops;
 
 // What a flush wrote.
 typedef struct {
@@ -296,10 +304,15 @@ void rm_aggregator_free(rm_aggregator *agg);
 // `unit` (`unit_len` bytes; NULL/0 for the kind's default: "count" or
 // "number"). On success writes a handle to `*out`.
 //
+// Lengths: a `key_len` over 1024 is refused with `RM_INVALID_KEY`, a
+// `unit_len` over 256 (64 characters of up to 4 bytes) with
+// `RM_INVALID_UNIT`, before any byte is read.
+//
 // Thread safety: any number of threads at once on the same aggregator.
 //
 // # Safety
-// `agg` NULL or live; `key`/`unit` readable for their lengths; `out` valid.
+// `agg` NULL or live; `key`/`unit` readable for their lengths when
+// within the limits (a longer length is never read); `out` valid.
 rm_result rm_register(const rm_aggregator *agg,
                       uint32_t kind,
                       const char *key,
@@ -307,6 +320,15 @@ rm_result rm_register(const rm_aggregator *agg,
                       const char *unit,
                       size_t unit_len,
                       rm_series *out);
+
+// Read the drop counters and the number of registered series.
+//
+// Thread safety: any thread, any time.
+//
+// # Safety
+// `agg` NULL or live; `out` and `series_count` valid (series_count may be
+// NULL).
+rm_result rm_drops_read(const rm_aggregator *agg, rm_drops *out, size_t *series_count);
 
 // Copy the buckets of `series` at `resolution` starting in
 // `[from_secs, to_secs)`, oldest first, into `buf` (capacity `cap`). On
@@ -328,18 +350,13 @@ rm_result rm_snapshot(const rm_aggregator *agg,
                       size_t cap,
                       size_t *written);
 
-// Read the drop counters and the number of registered series.
-//
-// Thread safety: any thread, any time.
-//
-// # Safety
-// `agg` NULL or live; `out` and `series_count` valid (series_count may be
-// NULL).
-rm_result rm_drops_read(const rm_aggregator *agg, rm_drops *out, size_t *series_count);
-
 // Start a syncer writing `agg` into Chancy's tables: `dsn` (libpq string
 // or URL), `prefix` (NULL: "chancy_"), `worker_id` (NULL: ""), a sync every
-// `interval_secs`. The database need not be up yet. Release with
+// `interval_secs` (at least 1e-9; NaN, zero, negative or less is
+// `RM_INVALID_CONFIG`;
+// over `RM_MAX_DURATION_SECS`, +infinity included, it is clamped to it:
+// no periodic sync, but flushes and the final flush still write). The
+// database need not be up yet. Release with
 // [`rm_syncer_free`].
 //
 // Thread safety: any thread.
@@ -353,7 +370,9 @@ rm_result rm_syncer_start(const rm_aggregator *agg,
                           double interval_secs,
                           rm_syncer **out);
 
-// Write every changed chunk now; wait at most `timeout_secs`. `report`
+// Write every changed chunk now; wait at most `timeout_secs` (0 to
+// `RM_MAX_DURATION_SECS`; NaN, infinite, negative or larger is
+// `RM_INVALID_ARGUMENT`, and nothing is done). `report`
 // may be NULL. On failure the data stays pending and is retried.
 //
 // Thread safety: any thread; concurrent calls on one syncer are
@@ -364,7 +383,9 @@ rm_result rm_syncer_start(const rm_aggregator *agg,
 rm_result rm_syncer_flush(const rm_syncer *syncer, double timeout_secs, rm_flush_report *report);
 
 // Final flush and stop the thread (idempotent: later calls return
-// `RM_OK` with an empty report). Waits at most `timeout_secs`.
+// `RM_OK` with an empty report). Waits at most `timeout_secs`, checked as
+// [`rm_syncer_flush`] checks it (a refused timeout leaves the syncer
+// running).
 //
 // Thread safety: as [`rm_syncer_flush`].
 //
@@ -476,6 +497,10 @@ rm_result rm_record_at(const rm_aggregator *agg, rm_series series, double value,
 
 // [`rm_record_key`] at an explicit time (nanoseconds since the epoch).
 //
+// Lengths: as [`rm_record_key`], a `key_len` over 1024 or a `unit_len`
+// over 256 is refused (`RM_INVALID_KEY`, `RM_INVALID_UNIT`) before any
+// byte is read.
+//
 // Thread safety: any number of threads at once.
 //
 // # Safety
@@ -492,10 +517,15 @@ rm_result rm_record_key_at(const rm_aggregator *agg,
 // Record `value` into `key` (registering it with `kind` and `unit` if new)
 // at the aggregator's time. Lock-free for a known key.
 //
+// Lengths: a `key_len` over 1024 is refused with `RM_INVALID_KEY`, a
+// `unit_len` over 256 (64 characters of up to 4 bytes) with
+// `RM_INVALID_UNIT`, before any byte is read; both are counted as drops.
+//
 // Thread safety: any number of threads at once.
 //
 // # Safety
-// `agg` NULL or live; `key`/`unit` readable for their lengths.
+// `agg` NULL or live; `key`/`unit` readable for their lengths when
+// within the limits (a longer length is never read).
 rm_result rm_record_key(const rm_aggregator *agg,
                         uint32_t kind,
                         const char *key,

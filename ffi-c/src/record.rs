@@ -20,8 +20,11 @@ use std::ffi::c_char;
 
 use ringmetrics::{DropReason, Kind};
 
-use crate::rm_result::*;
-use crate::{agg_ref, boundary, core_error, key_and_unit, rm_aggregator, rm_record_at, rm_result, rm_series};
+use crate::aggregator::{agg_ref, rm_aggregator, rm_series};
+use crate::result::{boundary, core_error};
+use crate::rm_record_at;
+use crate::rm_result::{self, *};
+use crate::strings::key_and_unit;
 
 /// A core result as a result code. The error arm is out of line, so the
 /// success path stays a compare and a return.
@@ -45,7 +48,7 @@ pub(crate) fn done(r: Result<(), ringmetrics::Error>) -> rm_result {
 pub unsafe extern "C" fn rm_record(agg: *const rm_aggregator, series: rm_series, value: f64) -> rm_result {
     boundary(|| {
         let Some(a) = agg_ref(agg) else { return RM_NULL_POINTER };
-        let Some(s) = crate::series(series) else {
+        let Some(s) = crate::aggregator::series(series) else {
             return RM_UNKNOWN_SERIES;
         };
         done(a.agg.record(s, value))
@@ -74,11 +77,22 @@ pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
-/// The handle of `info` if its kind is `kind` and its unit `unit` (empty:
-/// the kind's default).
+/// The handle of `info` if its kind is `kind` and its unit the `unit_len`
+/// bytes at `unit` (none: the kind's default). The unit is read only when
+/// its length is the registered unit's (at most 256 bytes), so a length
+/// over the limit is never read.
+///
+/// # Safety
+/// `unit` is NULL or readable for `unit_len` bytes.
 #[inline(always)]
-pub(crate) fn matching(info: ringmetrics::SeriesInfo<'_>, kind: Kind, unit: &[u8], owner: u32) -> Option<rm_series> {
-    let unit_matches = if unit.is_empty() {
+pub(crate) unsafe fn matching(
+    info: ringmetrics::SeriesInfo<'_>,
+    kind: Kind,
+    unit: *const c_char,
+    unit_len: usize,
+    owner: u32,
+) -> Option<rm_series> {
+    let unit_matches = if unit_len == 0 {
         // Against each literal, so the comparison compiles to two loads.
         match kind {
             Kind::Counter => info.unit == Kind::Counter.default_unit(),
@@ -86,7 +100,12 @@ pub(crate) fn matching(info: ringmetrics::SeriesInfo<'_>, kind: Kind, unit: &[u8
             Kind::Histogram => info.unit == Kind::Histogram.default_unit(),
         }
     } else {
-        same_bytes(info.unit.as_bytes(), unit)
+        let registered = info.unit.as_bytes();
+        registered.len() == unit_len
+            && !unit.is_null()
+            // SAFETY: the caller promises `unit_len` readable bytes at the
+            // non-NULL `unit`; `unit_len` is a registered unit's length.
+            && same_bytes(registered, unsafe { std::slice::from_raw_parts(unit as *const u8, unit_len) })
     };
     (info.kind == kind && unit_matches).then_some(rm_series {
         id: info.id,
@@ -112,7 +131,9 @@ unsafe fn record_handle(agg: *const rm_aggregator, s: rm_series, value: f64, at:
 
 /// Count a refusal made before the aggregator saw the record.
 pub(crate) fn refused(a: &rm_aggregator, code: rm_result, reason: DropReason) -> rm_result {
-    if code == RM_INVALID_UTF8 {
+    // Invalid UTF-8, or a length over the limit (never read): what the
+    // core would have counted had it seen the record.
+    if matches!(code, RM_INVALID_UTF8 | RM_INVALID_KEY | RM_INVALID_UNIT) {
         a.agg.count_refused(reason);
     }
     code

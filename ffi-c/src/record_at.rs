@@ -11,9 +11,11 @@ use std::ffi::c_char;
 
 use ringmetrics::Kind;
 
+use crate::aggregator::{agg_ref, rm_aggregator, rm_series};
 use crate::record::{done, matching, record_key_slow};
-use crate::rm_result::*;
-use crate::{agg_ref, boundary, bytes, rm_aggregator, rm_result, rm_series, text};
+use crate::result::boundary;
+use crate::rm_result::{self, *};
+use crate::strings::key_text;
 // For the doc links, which cbindgen copies into the header as they are.
 #[cfg(doc)]
 use crate::{rm_record, rm_record_key};
@@ -33,7 +35,7 @@ pub unsafe extern "C" fn rm_record_at(
 ) -> rm_result {
     boundary(|| {
         let Some(a) = agg_ref(agg) else { return RM_NULL_POINTER };
-        let Some(s) = crate::series(series) else {
+        let Some(s) = crate::aggregator::series(series) else {
             return RM_UNKNOWN_SERIES;
         };
         done(a.agg.record_at(s, value, at_nanos))
@@ -42,8 +44,11 @@ pub unsafe extern "C" fn rm_record_at(
 
 /// [`known_series`] for [`rm_record_key_at`], through the core's
 /// out-of-line lookup (so the key's UTF-8 is checked first).
+///
+/// # Safety
+/// `key`/`unit` NULL or readable for their lengths.
 #[inline(always)]
-fn known_series_checked(
+unsafe fn known_series_checked(
     a: &rm_aggregator,
     kind: Kind,
     key: *const c_char,
@@ -51,12 +56,17 @@ fn known_series_checked(
     unit: *const c_char,
     unit_len: usize,
 ) -> Option<rm_series> {
-    let (k, u) = (text(key, key_len).ok()?, bytes(unit, unit_len)?);
+    let k = key_text(key, key_len).ok()?;
     let owner = a.owner()?;
-    matching(a.agg.lookup(k)?, kind, u, owner)
+    // SAFETY: the caller promises `unit_len` readable bytes at `unit`.
+    unsafe { matching(a.agg.lookup(k)?, kind, unit, unit_len, owner) }
 }
 
 /// [`rm_record_key`] at an explicit time (nanoseconds since the epoch).
+///
+/// Lengths: as [`rm_record_key`], a `key_len` over 1024 or a `unit_len`
+/// over 256 is refused (`RM_INVALID_KEY`, `RM_INVALID_UNIT`) before any
+/// byte is read.
 ///
 /// Thread safety: any number of threads at once.
 ///
@@ -76,7 +86,7 @@ pub unsafe extern "C" fn rm_record_key_at(
 ) -> rm_result {
     boundary(|| {
         let Some(a) = agg_ref(agg) else { return RM_NULL_POINTER };
-        let Some(kind) = crate::kind(kind) else {
+        let Some(kind) = crate::aggregator::kind(kind) else {
             return RM_INVALID_ARGUMENT;
         };
         // SAFETY: the caller's promises are `rm_record_at`'s and `record_key_slow`'s.

@@ -4,6 +4,7 @@
 //! never release the GIL (they take nanoseconds); flush, stop, reads and
 //! cleanup release it while they wait on PostgreSQL.
 
+mod duration;
 mod fast;
 mod recorder;
 mod syncer;

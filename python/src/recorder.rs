@@ -25,7 +25,7 @@ use pyo3::types::{PyDict, PyString, PyType};
 use ringmetrics::{DropReason, Kind, OverridableClock};
 
 use crate::fast::{Obj, Params, bind, exact_number, exact_str, fastcall, guard, install, none, raise, this};
-use crate::{Aggregator, Error, kind_of, number, secs_to_nanos};
+use crate::{Aggregator, Error, kind_of, secs_to_nanos};
 
 /// The one `Recorded` instance (a reference owned for the process's life).
 static RECORDED: AtomicPtr<ffi::PyObject> = AtomicPtr::new(ptr::null_mut());
@@ -147,7 +147,8 @@ impl Recorder {
                 if unit.is_null() {
                     Some(kind.default_unit())
                 } else {
-                    exact_str(unit)
+                    // Chancy's `unit or default`: "" is the default too.
+                    exact_str(unit).map(|u| if u.is_empty() { kind.default_unit() } else { u })
                 },
             )
         };
@@ -161,7 +162,9 @@ impl Recorder {
         }
     }
 
-    /// Any argument types: counts what the aggregator never sees.
+    /// Any argument types, read as Chancy 0.26's `_record` reads them (see
+    /// [`chancy_unit`], [`chancy_value`]); counts what the aggregator never
+    /// sees.
     #[cold]
     #[inline(never)]
     unsafe fn record_slow(&self, kind: Kind, key: Obj, value: Obj, unit: Obj) -> Result<(), String> {
@@ -172,21 +175,17 @@ impl Recorder {
                 self.agg.count_refused(reason);
                 m.to_string()
             };
-            let key: &str = arg(key)
-                .extract()
-                .map_err(|_| refused(DropReason::InvalidKey, "metric keys must be str"))?;
-            let unit: &str = if unit.is_null() {
-                kind.default_unit()
-            } else {
-                arg(unit)
-                    .extract()
-                    .map_err(|_| refused(DropReason::InvalidUnit, "metric units must be str"))?
-            };
-            let value = match number(&arg(value).to_owned()) {
-                Ok(v) => v,
-                Err(Error::Value(m)) => return Err(refused(DropReason::NonFiniteValue, &m)),
-                Err(_) => unreachable!("number only fails with a value error"),
-            };
+            let key: &str = arg(key).extract().map_err(|_| {
+                refused(
+                    DropReason::InvalidKey,
+                    "metric keys must be str (without lone surrogates)",
+                )
+            })?;
+            // SAFETY: `unit` is null or live (caller's contract).
+            let unit = unsafe { chancy_unit(py, kind, unit) }.map_err(|m| refused(DropReason::InvalidUnit, &m))?;
+            // SAFETY: `value` is live (caller's contract).
+            let value = unsafe { chancy_value(value) }
+                .ok_or_else(|| refused(DropReason::NonFiniteValue, &value_message(arg(value))))?;
             self.agg.record_key(kind, key, unit, value).map_err(|e| e.to_string())
         })
     }
@@ -222,6 +221,103 @@ impl Recorder {
                 e.write_unraisable(py, Some(&key));
             }
         })
+    }
+}
+
+/// A unit as Chancy's `_record` takes it: `unit or default`, so null (left
+/// out) and every false value (`None`, `""`, `0`, `False`, an empty
+/// container) are the kind's default unit; anything else must be a `str`
+/// (subclasses included) that encodes to UTF-8. The core checks the rest.
+///
+/// # Safety
+/// `unit` is null or a live object; attached.
+unsafe fn chancy_unit<'py>(py: Python<'py>, kind: Kind, unit: Obj) -> Result<&'py str, String> {
+    if unit.is_null() {
+        return Ok(kind.default_unit());
+    }
+    // SAFETY: `unit` is live (caller's contract); attached.
+    match unsafe { ffi::PyObject_IsTrue(unit) } {
+        0 => return Ok(kind.default_unit()),
+        1 => {}
+        _ => {
+            // A `__bool__` that raised: Chancy would raise; a record never does.
+            let e = PyErr::fetch(py);
+            return Err(format!("the unit's truth value failed: {e}"));
+        }
+    }
+    // SAFETY: `unit` is live for the call, which outlives the borrow.
+    let unit = unsafe { Borrowed::from_ptr(py, unit) };
+    unit.extract::<&str>()
+        .map_err(|_| "metric units must be str (without lone surrogates)".to_string())
+}
+
+/// A value as Chancy's `_record` takes it: an instance of `int` or `float`,
+/// subclasses included but not `bool`, finite, stored as `float(value)`.
+/// `Decimal`, `Fraction`, numpy's integer scalars and other objects with
+/// `__float__` or `__index__` are not: None (dropped). A huge int that
+/// overflows a float is dropped (Chancy's `math.isfinite` raises
+/// OverflowError, which it catches). A float subclass is read as Chancy
+/// reads it: its raw value must be finite (`math.isfinite`), then the
+/// stored value is `float(value)`, its `__float__`; an int subclass goes
+/// through its `__float__` for both. A `__float__` that raises is a drop
+/// (Chancy would raise).
+///
+/// # Safety
+/// `o` is a live object; attached.
+unsafe fn chancy_value(o: Obj) -> Option<f64> {
+    // SAFETY: `o` is live (caller's contract); attached throughout. The
+    // checks read its type; `PyFloat_AsDouble` and `PyNumber_Float` may
+    // run `__float__`, and any error they set is cleared.
+    unsafe {
+        if let Some(v) = exact_number(o) {
+            return Some(v);
+        }
+        if ffi::PyBool_Check(o) != 0 {
+            return None;
+        }
+        if ffi::PyFloat_Check(o) != 0 {
+            // A float (subclass): PyFloat_AsDouble reads the raw value
+            // without calling `__float__`, as `math.isfinite` does.
+            if !ffi::PyFloat_AsDouble(o).is_finite() {
+                return None;
+            }
+            let f = ffi::PyNumber_Float(o);
+            if f.is_null() {
+                ffi::PyErr_Clear();
+                return None;
+            }
+            let v = ffi::PyFloat_AsDouble(f);
+            ffi::Py_DecRef(f);
+            return Some(v);
+        }
+        if ffi::PyLong_Check(o) != 0 {
+            // An int (a huge exact one, or a subclass): through `__float__`,
+            // which raises OverflowError past the float range.
+            let v = ffi::PyFloat_AsDouble(o);
+            if v == -1.0 && !ffi::PyErr_Occurred().is_null() {
+                ffi::PyErr_Clear();
+                return None;
+            }
+            return Some(v);
+        }
+        None
+    }
+}
+
+/// Why `value` was dropped, for the warning.
+#[cold]
+fn value_message(value: Borrowed<'_, '_, PyAny>) -> String {
+    let type_name = value
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into());
+    if value.is_instance_of::<pyo3::types::PyBool>()
+        || !(value.is_instance_of::<pyo3::types::PyInt>() || value.is_instance_of::<pyo3::types::PyFloat>())
+    {
+        format!("metric values must be int or float (not bool), not {type_name}")
+    } else {
+        format!("metric values must be finite numbers (a {type_name} that is not finite as a float)")
     }
 }
 

@@ -10,21 +10,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use ringmetrics_postgres::{FlushReport, SyncError, SyncStatus, SyncerConfig};
 
+use crate::duration;
 use crate::{Aggregator, Error};
-
-/// Longest wait or interval accepted, in seconds (about 31 years).
-const MAX_SECONDS: f64 = 1e9;
-
-/// `secs` as a Duration: finite, not negative, at most [`MAX_SECONDS`].
-fn duration(name: &str, secs: f64) -> Result<Duration, Error> {
-    if secs.is_finite() && (0.0..=MAX_SECONDS).contains(&secs) {
-        Ok(Duration::from_secs_f64(secs))
-    } else {
-        Err(Error::Value(format!(
-            "{name} must be a number of seconds from 0 to {MAX_SECONDS:e}, got {secs}"
-        )))
-    }
-}
 
 /// How a syncer is set up (the keywords shared by `Syncer(...)` and
 /// `Aggregator.start_syncer`).
@@ -73,15 +60,10 @@ impl Syncer {
         let mut config = SyncerConfig::new(dsn);
         config.prefix = o.prefix.into();
         match o.interval {
-            Some(secs) => {
-                config.interval = duration("interval", secs)?;
-                if config.interval.is_zero() {
-                    return Err(Error::Value("interval must be positive seconds".into()));
-                }
-            }
+            Some(secs) => config.interval = duration::interval("interval", secs)?,
             None => config.periodic = false,
         }
-        config.max_backoff = duration("max_backoff", o.max_backoff)?;
+        config.max_backoff = duration::interval("max_backoff", o.max_backoff)?;
         config.low_priority = o.low_priority;
         config.hold_connection = o.hold_connection;
         if let Some(r) = o.retention_seconds {
@@ -209,7 +191,7 @@ impl Syncer {
         aggregator: &Bound<'py, Aggregator>,
         timeout: f64,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let timeout = duration("timeout", timeout)?;
+        let timeout = duration::timeout(timeout)?;
         let agg = aggregator.get().inner.clone();
         let result = py.detach(|| self.running()?.detach(&agg, timeout));
         report(py, result.map_err(Error::from)?)
@@ -218,7 +200,7 @@ impl Syncer {
     /// `detach` on a helper thread; returns a PendingFlush at once.
     #[pyo3(signature = (aggregator, timeout=30.0))]
     fn detach_in_background(&self, aggregator: &Bound<'_, Aggregator>, timeout: f64) -> PyResult<PendingFlush> {
-        let timeout = duration("timeout", timeout)?;
+        let timeout = duration::timeout(timeout)?;
         let agg = aggregator.get().inner.clone();
         let syncer = self.running();
         Syncer::in_background(move || syncer?.detach(&agg, timeout))
@@ -229,7 +211,7 @@ impl Syncer {
     /// pending and is retried), TimeoutError on timeout.
     #[pyo3(signature = (timeout=30.0))]
     fn flush<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyDict>> {
-        let timeout = duration("timeout", timeout)?;
+        let timeout = duration::timeout(timeout)?;
         let result = py.detach(|| self.running()?.flush(timeout));
         report(py, result.map_err(Error::from)?)
     }
@@ -241,7 +223,7 @@ impl Syncer {
     /// Python thread.
     #[pyo3(signature = (timeout=30.0))]
     fn flush_in_background(&self, timeout: f64) -> PyResult<PendingFlush> {
-        let timeout = duration("timeout", timeout)?;
+        let timeout = duration::timeout(timeout)?;
         let syncer = self.running();
         Syncer::in_background(move || syncer?.flush(timeout))
     }
@@ -250,7 +232,7 @@ impl Syncer {
     /// including for flushes in progress elsewhere to finish).
     #[pyo3(signature = (timeout=30.0))]
     fn stop<'py>(&self, py: Python<'py>, timeout: f64) -> PyResult<Bound<'py, PyDict>> {
-        let timeout = duration("timeout", timeout)?;
+        let timeout = duration::timeout(timeout)?;
         let result = py.detach(|| self.stop_inner(timeout));
         report(py, result.map_err(Error::from)?)
     }
@@ -258,7 +240,7 @@ impl Syncer {
     /// `stop` on a helper thread; returns a PendingFlush at once.
     #[pyo3(signature = (timeout=30.0))]
     fn stop_in_background(slf: Py<Self>, timeout: f64) -> PyResult<PendingFlush> {
-        let timeout = duration("timeout", timeout)?;
+        let timeout = duration::timeout(timeout)?;
         Syncer::in_background(move || slf.get().stop_inner(timeout))
     }
 

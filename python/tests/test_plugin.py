@@ -171,7 +171,7 @@ async def test_invalid_input_never_raises_and_poisons_nothing(dsn, prefix, caplo
             ("", 1, "count"),
             ("x" * 1025, 1, "count"),
             ("a\x00b", 1, "count"),
-            ("k", 1, ""),
+            ("k", 1, "u\x00"),  # not "": a falsy unit is the default, as in Chancy
             ("k", 1, "u" * 65),
             (None, 1, "count"),
         ]:

@@ -59,3 +59,8 @@ python=${RINGMETRICS_PYTHON:-$root/.venv/bin/python}
 "$python" tests/c/check_chancy.py "$RINGMETRICS_DSN" "$prefix"
 psql_drop "$prefix"
 echo "c: C++ worker end to end: ok"
+
+# fork() while threads record: hundreds of children must record, snapshot
+# and exit within a second each.
+cc -std=c11 -Wall -Wextra -Wpedantic -Werror $san -I include tests/c/test_fork.c $libs -o "$out/test_fork"
+"$out/test_fork" 300

@@ -6,6 +6,7 @@
  */
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -338,6 +339,101 @@ static void test_threads(void) {
   rm_aggregator_free(a);
 }
 
+/* Lengths over the limits are refused before any byte is read: the key and
+ * unit here are one byte long, so ASan reports any read past them. */
+static void test_hostile_lengths(void) {
+  rm_aggregator *a = manual(8);
+  rm_series s;
+  rm_drops d;
+  char *one = malloc(1);
+  one[0] = 'k';
+  const size_t lengths[] = {1025, 4096, (size_t)1 << 40, SIZE_MAX / 2, SIZE_MAX - 1, SIZE_MAX};
+  char buf[256];
+  size_t n = 0;
+  /* A known key and owner: the record-by-key fast path is the one taken. */
+  EXPECT(rm_register(a, RM_COUNTER, "k", 1, NULL, 0, &s), RM_OK);
+  EXPECT(rm_record_key(a, RM_COUNTER, one, 1, NULL, 0, 1.0), RM_OK);
+  for (size_t i = 0; i < sizeof lengths / sizeof lengths[0]; i++) {
+    size_t len = lengths[i];
+    EXPECT(rm_record_key(a, RM_COUNTER, one, len, NULL, 0, 1.0), RM_INVALID_KEY);
+    EXPECT(rm_record_key_at(a, RM_COUNTER, one, len, NULL, 0, 1.0, T0 * NS), RM_INVALID_KEY);
+    EXPECT(rm_register(a, RM_COUNTER, one, len, NULL, 0, &s), RM_INVALID_KEY);
+    EXPECT(rm_record_key(a, RM_COUNTER, "k", 1, one, len, 1.0), RM_INVALID_UNIT);
+    EXPECT(rm_record_key_at(a, RM_COUNTER, "k", 1, one, len, 1.0, T0 * NS), RM_INVALID_UNIT);
+    EXPECT(rm_register(a, RM_COUNTER, "k", 1, one, len, &s), RM_INVALID_UNIT);
+    /* NULL with a huge length: refused for its length, not dereferenced. */
+    EXPECT(rm_record_key(a, RM_COUNTER, NULL, len, NULL, 0, 1.0), RM_INVALID_KEY);
+  }
+  EXPECT(rm_last_error_detail(buf, sizeof buf, &n), RM_OK);
+  CHECK(strstr(buf, "over the limit") != NULL);
+  EXPECT(rm_drops_read(a, &d, NULL), RM_OK);
+  CHECK(d.records[0] == 6 * 4); /* per length: two record calls, register, a NULL key */
+  CHECK(d.records[1] == 6 * 3); /* per length: two record calls, register */
+  free(one);
+
+  /* At the limits: a 1024-byte key, a 256-byte unit of 64 four-byte
+   * characters; one byte more is refused. */
+  char *key = malloc(1025);
+  memset(key, 'k', 1025);
+  key[0] = 'x';
+  char unit[260];
+  for (int i = 0; i < 65; i++) memcpy(unit + 4 * i, "\xf0\x9f\x98\x80", 4); /* U+1F600 */
+  EXPECT(rm_record_key(a, RM_COUNTER, key, 1024, unit, 256, 1.0), RM_OK);
+  EXPECT(rm_record_key(a, RM_COUNTER, key, 1024, unit, 256, 1.0), RM_OK); /* the fast path */
+  EXPECT(rm_record_key(a, RM_COUNTER, key, 1025, unit, 256, 1.0), RM_INVALID_KEY);
+  EXPECT(rm_record_key(a, RM_GAUGE, "g", 1, unit, 257, 1.0), RM_INVALID_UNIT);
+  EXPECT(rm_record_key(a, RM_GAUGE, "g", 1, unit, 260, 1.0), RM_INVALID_UNIT); /* 65 characters */
+  memset(unit, 'u', 65);
+  EXPECT(rm_record_key(a, RM_GAUGE, "g", 1, unit, 65, 1.0), RM_INVALID_UNIT); /* 65 characters, 65 bytes */
+  EXPECT(rm_record_key(a, RM_GAUGE, "g", 1, unit, 64, 1.0), RM_OK);
+  free(key);
+  rm_aggregator_free(a);
+}
+
+/* Durations: NaN, infinities, negatives and values over RM_MAX_DURATION_SECS
+ * are refused with a result code, never a panic. Nothing listens on port 1,
+ * so an accepted flush fails with RM_DATABASE at once. */
+static void test_durations(void) {
+  const char *nowhere = "host=127.0.0.1 port=1 connect_timeout=1";
+  rm_aggregator *a = manual(4);
+  rm_syncer *sy = NULL;
+  rm_sync_status st;
+  char buf[256];
+  size_t n = 0;
+  const double bad_intervals[] = {NAN, -NAN, 0.0, -0.0, -1.0, -INFINITY, 1e-10, 5e-324};
+  for (size_t i = 0; i < sizeof bad_intervals / sizeof bad_intervals[0]; i++) {
+    EXPECT(rm_syncer_start(a, nowhere, NULL, NULL, bad_intervals[i], &sy), RM_INVALID_CONFIG);
+    CHECK(sy == NULL);
+  }
+  EXPECT(rm_last_error_detail(buf, sizeof buf, &n), RM_OK);
+  CHECK(strstr(buf, "interval") != NULL);
+  /* Over the maximum, an interval is clamped: no periodic sync. */
+  const double huge_intervals[] = {RM_MAX_DURATION_SECS * 2, 1e20, 1e300, INFINITY};
+  for (size_t i = 0; i < sizeof huge_intervals / sizeof huge_intervals[0]; i++) {
+    EXPECT(rm_syncer_start(a, nowhere, NULL, NULL, huge_intervals[i], &sy), RM_OK);
+    EXPECT(rm_syncer_status(sy, &st), RM_OK);
+    CHECK(st.running == 1);
+    rm_syncer_free(sy);
+    sy = NULL;
+  }
+  EXPECT(rm_syncer_start(a, nowhere, NULL, NULL, 3600, &sy), RM_OK);
+  const double bad_timeouts[] = {NAN, INFINITY, -INFINITY, -1.0, -1e-9, RM_MAX_DURATION_SECS * 1.0001, 1e20};
+  for (size_t i = 0; i < sizeof bad_timeouts / sizeof bad_timeouts[0]; i++) {
+    EXPECT(rm_syncer_flush(sy, bad_timeouts[i], NULL), RM_INVALID_ARGUMENT);
+    EXPECT(rm_syncer_stop(sy, bad_timeouts[i], NULL), RM_INVALID_ARGUMENT);
+    EXPECT(rm_syncer_status(sy, &st), RM_OK);
+    CHECK(st.running == 1 && st.failures == 0); /* refused: nothing was tried */
+  }
+  EXPECT(rm_last_error_detail(buf, sizeof buf, &n), RM_OK);
+  CHECK(strstr(buf, "timeout") != NULL);
+  EXPECT(rm_syncer_flush(sy, RM_MAX_DURATION_SECS, NULL), RM_DATABASE);
+  EXPECT(rm_syncer_stop(sy, RM_MAX_DURATION_SECS, NULL), RM_DATABASE);
+  EXPECT(rm_syncer_status(sy, &st), RM_OK);
+  CHECK(st.running == 0);
+  rm_syncer_free(sy);
+  rm_aggregator_free(a);
+}
+
 static void test_syncer(const char *dsn) {
   rm_aggregator *a = manual(16);
   rm_syncer *sy = NULL;
@@ -417,6 +513,8 @@ int main(int argc, char **argv) {
   test_refusals();
   test_record_key_paths();
   test_threads();
+  test_hostile_lengths();
+  test_durations();
   test_syncer(argv[1]);
   printf("C tests: %d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;

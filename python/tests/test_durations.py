@@ -24,9 +24,17 @@ BAD_INTERVALS = [math.nan, -math.nan, 0.0, -0.0, -1.0, -math.inf, 1e-10, 5e-324]
 HUGE_INTERVALS = [MAX_SECS * 2, 1e20, float(10**20), math.inf]
 
 
+def loaded():
+    """An aggregator with something to write (a flush with nothing to
+    write does not connect, so it would not fail)."""
+    agg = Aggregator(4)
+    agg.increment_counter("c", 1)
+    return agg
+
+
 @pytest.fixture
 def syncer():
-    s = Aggregator(4).start_syncer(NOWHERE, interval=3600)
+    s = loaded().start_syncer(NOWHERE, interval=3600)
     yield s
     try:
         s.stop(timeout=10)
@@ -61,7 +69,7 @@ def test_timeouts_up_to_the_maximum_are_accepted(syncer, method, timeout):
 
 
 def test_stop_accepts_the_maximum_timeout():
-    s = Aggregator(4).start_syncer(NOWHERE, interval=3600)
+    s = loaded().start_syncer(NOWHERE, interval=3600)
     with pytest.raises(StorageError):
         s.stop(timeout=MAX_SECS)
     assert not s.status()["running"]
@@ -78,7 +86,7 @@ def test_a_bad_interval_is_a_value_error(name, interval):
 @pytest.mark.parametrize("interval", HUGE_INTERVALS)
 @pytest.mark.parametrize("name", ["interval", "max_backoff"])
 def test_an_interval_over_the_maximum_is_clamped(name, interval):
-    s = Aggregator(4).start_syncer(NOWHERE, **{name: interval})
+    s = loaded().start_syncer(NOWHERE, **{name: interval})
     assert s.status()["running"]
     with pytest.raises(StorageError):
         s.stop(timeout=10)

@@ -416,6 +416,8 @@ static void test_durations(void) {
     rm_syncer_free(sy);
     sy = NULL;
   }
+  /* Something to write: a flush with nothing to write does not connect. */
+  EXPECT(rm_record_key(a, RM_COUNTER, "d", 1, NULL, 0, 1.0), RM_OK);
   EXPECT(rm_syncer_start(a, nowhere, NULL, NULL, 3600, &sy), RM_OK);
   const double bad_timeouts[] = {NAN, INFINITY, -INFINITY, -1.0, -1e-9, RM_MAX_DURATION_SECS * 1.0001, 1e20};
   for (size_t i = 0; i < sizeof bad_timeouts / sizeof bad_timeouts[0]; i++) {

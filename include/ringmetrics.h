@@ -401,6 +401,20 @@ rm_result rm_syncer_stop(const rm_syncer *syncer, double timeout_secs, rm_flush_
 // `syncer` NULL or live; `out` valid.
 rm_result rm_syncer_status(const rm_syncer *syncer, rm_sync_status *out);
 
+// Copy the syncer's last warning into `buf` as a NUL-terminated string,
+// truncated to `cap` bytes; `*written` gets its length without the NUL (0:
+// none yet). The syncer warns when the database stores a key with another
+// type or unit than it was recorded with (Chancy's "conflicting
+// definition"): that series is kept in memory and checked again on every
+// flush; `rm_sync_status.conflicts_dropped` counts such series.
+//
+// Thread safety: any thread, any time.
+//
+// # Safety
+// `syncer` NULL or live; `buf` points to `cap` writable bytes; `written`
+// valid.
+rm_result rm_syncer_last_warning(const rm_syncer *syncer, char *buf, size_t cap, size_t *written);
+
 // Free a syncer (NULL is fine), stopping it first with a final flush
 // bounded to 10 seconds.
 //

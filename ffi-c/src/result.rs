@@ -115,19 +115,26 @@ pub unsafe extern "C" fn rm_last_error_detail(buf: *mut c_char, cap: usize, writ
         if buf.is_null() || written.is_null() || cap == 0 {
             return RM_NULL_POINTER;
         }
-        LAST_ERROR.with(|e| {
-            let e = e.borrow();
-            let n = e.len().min(cap - 1);
-            // SAFETY: the caller promises `cap` writable bytes at `buf`, and
-            // `n + 1 <= cap`; `written` is valid.
-            unsafe {
-                std::ptr::copy_nonoverlapping(e.as_ptr(), buf as *mut u8, n);
-                *buf.add(n) = 0;
-                *written = n;
-            }
-        });
+        // SAFETY: the caller's contract, checked non-NULL and cap > 0.
+        LAST_ERROR.with(|e| unsafe { copy_out(&e.borrow(), buf, cap, written) });
         RM_OK
     })
+}
+
+/// Copy `text` into `buf` as a NUL-terminated string truncated to `cap`
+/// bytes (at a byte boundary); `*written` gets the length without the NUL.
+///
+/// # Safety
+/// `buf` points to `cap > 0` writable bytes; `written` is valid.
+pub(crate) unsafe fn copy_out(text: &str, buf: *mut c_char, cap: usize, written: *mut usize) {
+    let n = text.len().min(cap - 1);
+    // SAFETY: the caller promises `cap` writable bytes at `buf`, and
+    // `n + 1 <= cap`; `written` is valid.
+    unsafe {
+        std::ptr::copy_nonoverlapping(text.as_ptr(), buf as *mut u8, n);
+        *buf.add(n) = 0;
+        *written = n;
+    }
 }
 
 /// Drop a `Box` handed to C by `Box::into_raw` (NULL is fine), inside the

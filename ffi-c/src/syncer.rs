@@ -1,12 +1,13 @@
 //! The Postgres syncer thread: start, flush, stop, status, free.
 
 use std::ffi::c_char;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ringmetrics_postgres::{SyncError, Syncer, SyncerConfig};
 
 use crate::aggregator::{agg_ref, rm_aggregator};
-use crate::result::{boundary, free_box, remember, sync_error};
+use crate::result::{boundary, copy_out, free_box, remember, sync_error};
 use crate::rm_result::{self, *};
 use crate::strings::cstr;
 
@@ -55,7 +56,9 @@ fn bad_duration(what: &str, secs: f64, rule: &str, code: rm_result) -> rm_result
 
 /// The Postgres syncer thread (opaque).
 pub struct rm_syncer {
-    inner: parking_lot::Mutex<Option<Syncer>>,
+    /// Locked only to clone or take the handle, never while a call waits:
+    /// `rm_syncer_status` answers at once during a stuck flush.
+    inner: parking_lot::Mutex<Option<Arc<Syncer>>>,
 }
 
 /// Start a syncer writing `agg` into Chancy's tables: `dsn` (libpq string
@@ -104,7 +107,7 @@ pub unsafe extern "C" fn rm_syncer_start(
         match Syncer::start(a.agg.clone(), config) {
             Ok(s) => {
                 let boxed = Box::new(rm_syncer {
-                    inner: parking_lot::Mutex::new(Some(s)),
+                    inner: parking_lot::Mutex::new(Some(Arc::new(s))),
                 });
                 // SAFETY: checked non-NULL.
                 unsafe { *out = Box::into_raw(boxed) };
@@ -130,13 +133,13 @@ pub struct rm_flush_report {
 fn syncer_call(
     syncer: *const rm_syncer,
     report: *mut rm_flush_report,
-    f: impl FnOnce(&mut Option<Syncer>) -> Result<ringmetrics_postgres::FlushReport, SyncError>,
+    f: impl FnOnce(&parking_lot::Mutex<Option<Arc<Syncer>>>) -> Result<ringmetrics_postgres::FlushReport, SyncError>,
 ) -> rm_result {
     // SAFETY: the caller promises NULL or a live syncer.
     let Some(s) = (unsafe { syncer.as_ref() }) else {
         return RM_NULL_POINTER;
     };
-    match f(&mut s.inner.lock()) {
+    match f(&s.inner) {
         Ok(r) => {
             if !report.is_null() {
                 // SAFETY: checked non-NULL.
@@ -175,7 +178,10 @@ pub unsafe extern "C" fn rm_syncer_flush(
             Ok(t) => t,
             Err(e) => return e,
         };
-        syncer_call(syncer, report, |s| s.as_ref().ok_or(SyncError::Stopped)?.flush(t))
+        syncer_call(syncer, report, |inner| {
+            let s = inner.lock().clone().ok_or(SyncError::Stopped)?;
+            s.flush(t)
+        })
     })
 }
 
@@ -199,9 +205,9 @@ pub unsafe extern "C" fn rm_syncer_stop(
             Ok(t) => t,
             Err(e) => return e,
         };
-        syncer_call(syncer, report, |s| match s.take() {
-            Some(s) => s.stop(t),
-            None => Ok(Default::default()),
+        syncer_call(syncer, report, |inner| {
+            let s = inner.lock().take();
+            s.map_or(Ok(Default::default()), |s| s.stop(t))
         })
     })
 }
@@ -244,7 +250,8 @@ pub unsafe extern "C" fn rm_syncer_status(syncer: *const rm_syncer, out: *mut rm
         let (Some(s), false) = (unsafe { syncer.as_ref() }, out.is_null()) else {
             return RM_NULL_POINTER;
         };
-        let st = s.inner.lock().as_ref().map(|s| s.status()).unwrap_or_default();
+        let handle = s.inner.lock().clone();
+        let st = handle.map(|s| s.status()).unwrap_or_default();
         let nanos = st
             .last_success
             .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
@@ -263,6 +270,41 @@ pub unsafe extern "C" fn rm_syncer_status(syncer: *const rm_syncer, out: *mut rm
                 conflicts_dropped: st.conflicts_dropped,
             }
         };
+        RM_OK
+    })
+}
+
+/// Copy the syncer's last warning into `buf` as a NUL-terminated string,
+/// truncated to `cap` bytes; `*written` gets its length without the NUL (0:
+/// none yet). The syncer warns when the database stores a key with another
+/// type or unit than it was recorded with (Chancy's "conflicting
+/// definition"): that series is kept in memory and checked again on every
+/// flush; `rm_sync_status.conflicts_dropped` counts such series.
+///
+/// Thread safety: any thread, any time.
+///
+/// # Safety
+/// `syncer` NULL or live; `buf` points to `cap` writable bytes; `written`
+/// valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rm_syncer_last_warning(
+    syncer: *const rm_syncer,
+    buf: *mut c_char,
+    cap: usize,
+    written: *mut usize,
+) -> rm_result {
+    boundary(|| {
+        // SAFETY: the caller promises NULL or a live syncer.
+        let Some(s) = (unsafe { syncer.as_ref() }) else {
+            return RM_NULL_POINTER;
+        };
+        if buf.is_null() || written.is_null() || cap == 0 {
+            return RM_NULL_POINTER;
+        }
+        let handle = s.inner.lock().clone();
+        let text = handle.and_then(|s| s.status().last_warning).unwrap_or_default();
+        // SAFETY: the caller's contract, checked non-NULL and cap > 0.
+        unsafe { copy_out(&text, buf, cap, written) };
         RM_OK
     })
 }

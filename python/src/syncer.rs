@@ -93,26 +93,12 @@ impl Syncer {
         Ok(id)
     }
 
-    /// Take the syncer out (later calls see it stopped) and stop it once
-    /// flushes in progress elsewhere let go of it.
+    /// Stop the syncer (later calls see it stopped); flushes in progress
+    /// elsewhere finish first.
     fn stop_inner(&self, timeout: Duration) -> Result<FlushReport, SyncError> {
-        let Some(mut syncer) = self.inner.lock().take() else {
-            return Ok(FlushReport::default());
-        };
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            match Arc::try_unwrap(syncer) {
-                Ok(s) => return s.stop(deadline.saturating_duration_since(std::time::Instant::now())),
-                Err(shared) if std::time::Instant::now() >= deadline => {
-                    // Still running: keep it usable.
-                    *self.inner.lock() = Some(shared);
-                    return Err(SyncError::Timeout);
-                }
-                Err(shared) => {
-                    syncer = shared;
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
+        match self.inner.lock().take() {
+            Some(syncer) => syncer.stop(timeout),
+            None => Ok(FlushReport::default()),
         }
     }
 

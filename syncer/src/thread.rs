@@ -45,9 +45,12 @@ pub struct SyncStatus {
     pub failures: u64,
     /// Rows written since start.
     pub rows_written: u64,
-    /// Series dropped because the database stores their key with another
-    /// type or unit.
+    /// Series held back because the database stores their key with another
+    /// type or unit (kept in memory, checked again on every flush).
     pub conflicts_dropped: u64,
+    /// The last warning: a conflicting stored definition (also logged
+    /// through the `log` crate, at most once a minute).
+    pub last_warning: Option<String>,
     /// The thread is alive.
     pub running: bool,
 }
@@ -74,8 +77,9 @@ enum Command {
 /// (the thread finishes on its own after that); use [`Syncer::stop`] to
 /// choose the wait and see the result.
 pub struct Syncer {
-    commands: Option<Sender<Command>>,
-    handle: Option<JoinHandle<()>>,
+    /// `None` once stopping began (every later call fails `Stopped`).
+    commands: Mutex<Option<Sender<Command>>>,
+    handle: Mutex<Option<JoinHandle<()>>>,
     status: Arc<Mutex<SyncStatus>>,
     session_id: uuid::Uuid,
     worker_id: String,
@@ -145,8 +149,8 @@ impl Syncer {
             })
             .map_err(|e| SyncError::InvalidConfig(format!("cannot start the syncer thread: {e}")))?;
         Ok(Syncer {
-            commands: Some(tx),
-            handle: Some(handle),
+            commands: Mutex::new(Some(tx)),
+            handle: Mutex::new(Some(handle)),
             status,
             session_id: uuid::Uuid::nil(),
             worker_id,
@@ -194,7 +198,7 @@ impl Syncer {
 
     fn send(&self, command: Command) -> Result<(), SyncError> {
         self.check_process()?;
-        let commands = self.commands.as_ref().ok_or(SyncError::Stopped)?;
+        let commands = self.commands.lock().clone().ok_or(SyncError::Stopped)?;
         commands.send(command).map_err(|_| SyncError::Stopped)
     }
 
@@ -236,28 +240,25 @@ impl Syncer {
     }
 
     /// Final flush, then join the thread. Waits at most `timeout` for the
-    /// flush; if it is not done by then, the thread is left to finish alone.
-    pub fn stop(mut self, timeout: Duration) -> Result<FlushReport, SyncError> {
-        self.shutdown(timeout)
-    }
-
-    fn shutdown(&mut self, timeout: Duration) -> Result<FlushReport, SyncError> {
+    /// flush; if it is not done by then, the thread is left to finish alone
+    /// (the syncer takes no more commands either way). Takes `&self`, so a
+    /// syncer shared through an `Arc` stops while flushes elsewhere wait.
+    pub fn stop(&self, timeout: Duration) -> Result<FlushReport, SyncError> {
         if let Err(e) = self.check_process() {
             // The thread is the parent's: nothing to join here.
-            self.commands = None;
-            if let Some(handle) = self.handle.take() {
+            self.commands.lock().take();
+            if let Some(handle) = self.handle.lock().take() {
                 std::mem::forget(handle);
             }
             return Err(e);
         }
         let result = self.ask(Command::Shutdown, timeout);
-        self.commands = None;
-        if let Some(handle) = self.handle.take()
-            && (result.is_ok() || handle.is_finished())
-        {
+        self.commands.lock().take();
+        let mut handle = self.handle.lock();
+        if handle.as_ref().is_some_and(|h| result.is_ok() || h.is_finished()) {
             // The thread only has cleanup left; a panic there is already
             // reported in the status, so it is not re-raised.
-            let _ = handle.join();
+            let _ = handle.take().map(JoinHandle::join);
         }
         result
     }
@@ -265,8 +266,8 @@ impl Syncer {
 
 impl Drop for Syncer {
     fn drop(&mut self) {
-        if self.commands.is_some() {
-            let _ = self.shutdown(Duration::from_secs(10));
+        if self.commands.get_mut().is_some() {
+            let _ = self.stop(Duration::from_secs(10));
         }
     }
 }
@@ -465,6 +466,9 @@ impl State {
         }
         let mut status = self.status.lock();
         status.conflicts_dropped = self.writer.conflicts();
+        if let Some(w) = self.writer.warning.take() {
+            status.last_warning = Some(w);
+        }
         match &result {
             Ok(report) => {
                 status.last_success = Some(SystemTime::now());

@@ -45,8 +45,16 @@ const COLUMNS: [(&str, &str); 7] = [
 /// other shape (a late record into an earlier bucket, a resend after a
 /// restart) takes the general merge.
 fn merged(column: &str, alias: &str) -> String {
-    let all_stored = COLUMNS.iter().map(|(c, _)| format!("m.{c}")).collect::<Vec<_>>().join(", ");
-    let all_sent = COLUMNS.iter().map(|(c, _)| format!("EXCLUDED.{c}")).collect::<Vec<_>>().join(", ");
+    let all_stored = COLUMNS
+        .iter()
+        .map(|(c, _)| format!("m.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let all_sent = COLUMNS
+        .iter()
+        .map(|(c, _)| format!("EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let aliases = COLUMNS.iter().map(|(_, a)| *a).collect::<Vec<_>>().join(", ");
     format!(
         "CASE WHEN m.buckets[cardinality(m.buckets)] < EXCLUDED.buckets[1] THEN m.{column} || EXCLUDED.{column}
@@ -104,6 +112,8 @@ pub(crate) struct Writer {
     /// Collected but not yet saved: (index into `sources`, change).
     pending: Vec<(usize, Change)>,
     last_warning: Option<Instant>,
+    /// A warning for the status, not yet taken.
+    pub(crate) warning: Option<String>,
 }
 
 impl Writer {
@@ -115,6 +125,7 @@ impl Writer {
             sources: Vec::new(),
             pending: Vec::new(),
             last_warning: None,
+            warning: None,
         }
     }
 
@@ -331,16 +342,12 @@ impl Writer {
     /// Chancy's warning for a series dropped because its stored definition
     /// differs, at most once a minute.
     fn warn_conflicts(&mut self, conflicts: &[(usize, u32)], ids: &HashMap<String, (i64, String, String)>) {
-        if self.last_warning.is_some_and(|t| t.elapsed() < WARN_EVERY) {
-            return;
-        }
-        self.last_warning = Some(Instant::now());
         let (i, id) = conflicts[0];
         let info = self.sources[i].agg.info(id).expect("registered series");
         let (_, ty, unit) = &ids[info.key];
-        log::warn!(
-            "ringmetrics: dropped metric conflicting with its stored definition: {:?} is stored as a {ty} in {unit:?}, \
-             recorded as a {} in {:?}{}; it is kept in memory and re-checked on every flush",
+        let message = format!(
+            "ringmetrics: dropped metric conflicting with its stored definition: {:?} is stored as a {ty} in \
+             {unit:?}, recorded as a {} in {:?}{}; it is kept in memory and checked again on every flush",
             info.key,
             info.kind.name(),
             info.unit,
@@ -349,6 +356,11 @@ impl Writer {
                 n => format!(" ({} more series conflict)", n - 1),
             }
         );
+        if !self.last_warning.is_some_and(|t| t.elapsed() < WARN_EVERY) {
+            self.last_warning = Some(Instant::now());
+            log::warn!("{message}");
+        }
+        self.warning = Some(message);
     }
 }
 

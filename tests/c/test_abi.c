@@ -492,6 +492,40 @@ static void test_syncer(const char *dsn) {
   rm_syncer_free(sy);
   rm_syncer_free(NULL);
 
+  /* One syncer at a time per aggregator; a restarted one continues the
+     aggregator's session, so nothing is written twice. */
+  rm_syncer *again = NULL, *second = NULL;
+  EXPECT(rm_syncer_start(a, dsn, "c_abi_", "c-test", 3600, &again), RM_OK);
+  EXPECT(rm_syncer_start(a, dsn, "c_abi_", "c-test", 3600, &second), RM_INVALID_CONFIG);
+  CHECK(second == NULL);
+  EXPECT(rm_last_error_detail(buf, sizeof buf, &n), RM_OK);
+  CHECK(strstr(buf, "already has a running syncer") != NULL);
+  EXPECT(rm_record_key(a, RM_COUNTER, "c:jobs", 6, NULL, 0, 1.0), RM_OK);
+  EXPECT(rm_syncer_flush(again, 30, NULL), RM_OK);
+  EXPECT(rm_read_metrics(dsn, "c_abi_", "c:jobs", NULL, RM_1MIN, T0, T0 + 60, &res), RM_OK);
+  CHECK(rm_read_result_len(res) == 1);
+  EXPECT(rm_read_result_point(res, 0, 0, &p), RM_OK);
+  CHECK(p.value == 4.0); /* 3 + 1 under one session, not 3 + 3 + 1 */
+  rm_read_result_free(res);
+
+  /* A key stored with another type: the series is held back, warned about
+     and counted. */
+  rm_aggregator *b = manual(4);
+  rm_syncer *sb = NULL;
+  EXPECT(rm_record_key(b, RM_GAUGE, "c:jobs", 6, NULL, 0, 1.0), RM_OK);
+  EXPECT(rm_syncer_start(b, dsn, "c_abi_", "c-other", 3600, &sb), RM_OK);
+  EXPECT(rm_syncer_last_warning(sb, buf, sizeof buf, &n), RM_OK);
+  CHECK(n == 0 && buf[0] == 0);
+  EXPECT(rm_syncer_flush(sb, 30, NULL), RM_OK);
+  EXPECT(rm_syncer_status(sb, &st), RM_OK);
+  CHECK(st.conflicts_dropped == 1);
+  EXPECT(rm_syncer_last_warning(sb, buf, sizeof buf, &n), RM_OK);
+  CHECK(n > 0 && strstr(buf, "\"c:jobs\"") != NULL && strstr(buf, "gauge") != NULL);
+  EXPECT(rm_syncer_last_warning(NULL, buf, sizeof buf, &n), RM_NULL_POINTER);
+  rm_syncer_free(sb);
+  rm_aggregator_free(b);
+  rm_syncer_free(again);
+
   /* A server that refuses: the error never shows the password. */
   EXPECT(rm_syncer_start(a, "host=127.0.0.1 port=1 user=x password=hunter2 connect_timeout=2", NULL, NULL, 3600, &sy),
          RM_OK);

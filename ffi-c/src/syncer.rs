@@ -206,8 +206,14 @@ pub unsafe extern "C" fn rm_syncer_stop(
             Err(e) => return e,
         };
         syncer_call(syncer, report, |inner| {
-            let s = inner.lock().take();
-            s.map_or(Ok(Default::default()), |s| s.stop(t))
+            let Some(s) = inner.lock().clone() else {
+                return Ok(Default::default());
+            };
+            let result = s.stop(t);
+            if !matches!(result, Err(SyncError::Timeout)) {
+                inner.lock().take();
+            }
+            result
         })
     })
 }

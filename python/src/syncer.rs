@@ -93,13 +93,18 @@ impl Syncer {
         Ok(id)
     }
 
-    /// Stop the syncer (later calls see it stopped); flushes in progress
-    /// elsewhere finish first.
+    /// Stop the syncer; flushes in progress elsewhere finish first. On
+    /// timeout it is kept (stopping: a later stop waits again); once the
+    /// final flush is done, later calls see it stopped.
     fn stop_inner(&self, timeout: Duration) -> Result<FlushReport, SyncError> {
-        match self.inner.lock().take() {
-            Some(syncer) => syncer.stop(timeout),
-            None => Ok(FlushReport::default()),
+        let Some(syncer) = self.inner.lock().clone() else {
+            return Ok(FlushReport::default());
+        };
+        let result = syncer.stop(timeout);
+        if !matches!(result, Err(SyncError::Timeout)) {
+            self.inner.lock().take();
         }
+        result
     }
 
     fn running(&self) -> Result<Arc<ringmetrics_postgres::Syncer>, SyncError> {

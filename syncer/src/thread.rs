@@ -80,6 +80,14 @@ pub struct Syncer {
     /// `None` once stopping began (every later call fails `Stopped`).
     commands: Mutex<Option<Sender<Command>>>,
     handle: Mutex<Option<JoinHandle<()>>>,
+    /// Once [`Syncer::stop`] asked: where the final flush's result arrives,
+    /// and that result once it has.
+    stopping: Mutex<
+        Option<(
+            Receiver<Result<FlushReport, SyncError>>,
+            Option<Result<FlushReport, SyncError>>,
+        )>,
+    >,
     status: Arc<Mutex<SyncStatus>>,
     session_id: uuid::Uuid,
     worker_id: String,
@@ -151,6 +159,7 @@ impl Syncer {
         Ok(Syncer {
             commands: Mutex::new(Some(tx)),
             handle: Mutex::new(Some(handle)),
+            stopping: Mutex::new(None),
             status,
             session_id: uuid::Uuid::nil(),
             worker_id,
@@ -240,9 +249,11 @@ impl Syncer {
     }
 
     /// Final flush, then join the thread. Waits at most `timeout` for the
-    /// flush; if it is not done by then, the thread is left to finish alone
-    /// (the syncer takes no more commands either way). Takes `&self`, so a
-    /// syncer shared through an `Arc` stops while flushes elsewhere wait.
+    /// flush: on `Timeout` the thread goes on to finish it, and a later
+    /// `stop` waits again; once it is done, every `stop` returns its result.
+    /// The syncer takes no other command once stopping began. Takes
+    /// `&self`, so a syncer shared through an `Arc` can be stopped while
+    /// calls elsewhere wait on it.
     pub fn stop(&self, timeout: Duration) -> Result<FlushReport, SyncError> {
         if let Err(e) = self.check_process() {
             // The thread is the parent's: nothing to join here.
@@ -252,21 +263,44 @@ impl Syncer {
             }
             return Err(e);
         }
-        let result = self.ask(Command::Shutdown, timeout);
-        self.commands.lock().take();
-        let mut handle = self.handle.lock();
-        if handle.as_ref().is_some_and(|h| result.is_ok() || h.is_finished()) {
-            // The thread only has cleanup left; a panic there is already
-            // reported in the status, so it is not re-raised.
-            let _ = handle.take().map(JoinHandle::join);
+        let answer = {
+            let mut stopping = self.stopping.lock();
+            if stopping.is_none() {
+                let (reply, answer) = bounded(1);
+                let sent = self
+                    .commands
+                    .lock()
+                    .take()
+                    .is_some_and(|c| c.send(Command::Shutdown(reply)).is_ok());
+                if !sent {
+                    return Err(SyncError::Stopped);
+                }
+                *stopping = Some((answer, None));
+            }
+            let (answer, result) = stopping.as_ref().expect("set above");
+            if let Some(result) = result {
+                return result.clone();
+            }
+            answer.clone()
+        };
+        let result = match answer.recv_timeout(timeout) {
+            Ok(result) => result,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => return Err(SyncError::Timeout),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(SyncError::Stopped),
+        };
+        if let Some((_, done)) = self.stopping.lock().as_mut() {
+            *done = Some(result.clone());
         }
+        // The thread only has cleanup left; a panic there is already
+        // reported in the status, so it is not re-raised.
+        let _ = self.handle.lock().take().map(JoinHandle::join);
         result
     }
 }
 
 impl Drop for Syncer {
     fn drop(&mut self) {
-        if self.commands.get_mut().is_some() {
+        if self.handle.get_mut().is_some() {
             let _ = self.stop(Duration::from_secs(10));
         }
     }

@@ -8,11 +8,12 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, after, bounded, select, unbounded};
 use parking_lot::Mutex;
-use postgres::{Client, NoTls};
+use postgres::Client;
 use ringmetrics::Aggregator;
 
-use crate::config::{SyncerConfig, password};
-use crate::error::{SyncError, db};
+use crate::config::SyncerConfig;
+use crate::connect::Connector;
+use crate::error::SyncError;
 use crate::schema;
 use crate::writer::Writer;
 
@@ -215,26 +216,9 @@ fn lower_priority() {
     }
 }
 
-/// Connect, bounding the whole handshake: the driver's `connect_timeout`
-/// only covers the TCP connect, and a server that accepts but never answers
-/// would otherwise hang the syncer forever. The attempt runs on a helper
-/// thread that is abandoned (and finishes on its own) after the bound.
-pub(crate) fn connect_bounded(pg: &postgres::Config, secret: Option<&str>) -> Result<Client, SyncError> {
-    let bound = pg.get_connect_timeout().copied().unwrap_or(Duration::from_secs(5)) + Duration::from_secs(5);
-    let (tx, rx) = bounded(1);
-    let config = pg.clone();
-    std::thread::Builder::new()
-        .name("ringmetrics-connect".into())
-        .spawn(move || {
-            let _ = tx.send(config.connect(NoTls));
-        })
-        .map_err(|e| SyncError::Database(format!("cannot start a connection thread: {e}")))?;
-    match rx.recv_timeout(bound) {
-        Ok(result) => result.map_err(|e| db(&e, secret)),
-        Err(_) => Err(SyncError::Database(format!(
-            "the server did not complete the connection within {bound:?}"
-        ))),
-    }
+/// Connect, bounding the whole handshake (see `connect.rs`).
+pub(crate) fn connect_bounded(pg: &Connector) -> Result<Client, SyncError> {
+    pg.connect()
 }
 
 /// How long to wait before the next flush after `failures` failed flushes
@@ -251,8 +235,7 @@ pub(crate) fn backoff(interval: Duration, max_backoff: Duration, failures: u32) 
 /// Everything the thread owns.
 struct State {
     config: SyncerConfig,
-    pg: postgres::Config,
-    secret: Option<String>,
+    pg: Connector,
     client: Option<Client>,
     schema_checked: bool,
     writer: Writer,
@@ -260,19 +243,18 @@ struct State {
 }
 
 impl State {
-    fn new(agg: Arc<Aggregator>, config: SyncerConfig, pg: postgres::Config, status: Arc<Mutex<SyncStatus>>) -> Self {
-        let secret = password(&pg);
+    fn new(agg: Arc<Aggregator>, config: SyncerConfig, pg: Connector, status: Arc<Mutex<SyncStatus>>) -> Self {
+        let secret = pg.secret();
         let writer = Writer::new(
             agg,
             config.prefix.clone(),
             config.worker_id.clone(),
             config.session_id,
-            secret.clone(),
+            secret,
         );
         State {
             config,
             pg,
-            secret,
             client: None,
             schema_checked: false,
             writer,
@@ -318,18 +300,13 @@ impl State {
             self.client = None;
         }
         if self.client.is_none() {
-            let client = connect_bounded(&self.pg, self.secret.as_deref())?;
+            let client = connect_bounded(&self.pg)?;
             self.client = Some(client);
             self.schema_checked = false;
         }
         let client = self.client.as_mut().expect("connected above");
         if !self.schema_checked {
-            schema::ensure(
-                client,
-                &self.config.prefix,
-                self.config.create_schema,
-                self.secret.as_deref(),
-            )?;
+            schema::ensure(client, &self.config.prefix, self.config.create_schema, &self.pg)?;
             self.schema_checked = true;
         }
         Ok(client)

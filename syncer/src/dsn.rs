@@ -25,7 +25,7 @@ enum Support {
     No,
 }
 
-/// Every keyword libpq 17 knows: name, environment variable, support.
+/// Every keyword libpq 18 knows: name, environment variable, support.
 const KEYWORDS: &[(&str, Option<&str>, Support)] = &[
     ("host", Some("PGHOST"), Support::Yes),
     ("hostaddr", Some("PGHOSTADDR"), Support::Yes),
@@ -76,10 +76,26 @@ const KEYWORDS: &[(&str, Option<&str>, Support)] = &[
     ("require_auth", Some("PGREQUIREAUTH"), Support::No),
     ("requirepeer", Some("PGREQUIREPEER"), Support::No),
     ("replication", None, Support::No),
+    // libpq 18.
+    ("sslkeylogfile", Some("PGSSLKEYLOGFILE"), Support::No),
+    ("min_protocol_version", Some("PGMINPROTOCOLVERSION"), Support::No),
+    ("max_protocol_version", Some("PGMAXPROTOCOLVERSION"), Support::No),
+    ("scram_client_key", None, Support::No),
+    ("scram_server_key", None, Support::No),
+    ("oauth_issuer", None, Support::No),
+    ("oauth_client_id", None, Support::No),
+    ("oauth_client_secret", None, Support::No),
+    ("oauth_scope", None, Support::No),
 ];
 
 /// Keywords whose value is a secret: never shown, scrubbed from messages.
-const SECRETS: &[&str] = &["password", "sslpassword"];
+const SECRETS: &[&str] = &[
+    "password",
+    "sslpassword",
+    "oauth_client_secret",
+    "scram_client_key",
+    "scram_server_key",
+];
 
 /// The keywords the syncer honours or accepts, for documentation and
 /// error messages.
@@ -264,13 +280,13 @@ pub fn parse(dsn: &str) -> Result<Vec<(&'static str, String)>, SyncError> {
             }
             None if after_secret => {
                 return Err(invalid(
-                    "the connection string has an unknown keyword right after a password: \
+                    "the DSN has an unknown keyword right after a password: \
                      quote a password that contains spaces (password='...')",
                 ));
             }
             None => {
                 return Err(invalid(format!(
-                    "the connection string has the keyword {k:?}, which libpq does not know \
+                    "the DSN has the keyword {k:?}, which libpq does not know \
                      (the syncer supports: {})",
                     supported_keywords().collect::<Vec<_>>().join(", ")
                 )));
@@ -308,13 +324,13 @@ fn parse_pairs(s: &str) -> Result<Vec<(String, String)>, SyncError> {
         if it.next() != Some('=') {
             // The word may be a piece of an unquoted password: never show it.
             return Err(invalid(if previous_secret {
-                "the connection string has a word without \"=\" right after a password: quote a password \
+                "the DSN has a word without \"=\" right after a password: quote a password \
                  that contains spaces (password='...')"
                     .to_owned()
             } else if keyword(&key).is_some() {
-                format!("missing \"=\" after the keyword {key:?} in the connection string")
+                format!("missing \"=\" after the keyword {key:?} in the DSN")
             } else {
-                "the connection string has a word without \"=\" (key=value pairs, or a postgresql:// URI)".to_owned()
+                "the DSN has a word without \"=\" (key=value pairs, or a postgresql:// URI)".to_owned()
             }));
         }
         while it.peek().is_some_and(|c| c.is_whitespace()) {
@@ -327,7 +343,7 @@ fn parse_pairs(s: &str) -> Result<Vec<(String, String)>, SyncError> {
                 match it.next() {
                     None => {
                         return Err(invalid(format!(
-                            "unterminated quoted value for the keyword {key:?} in the connection string"
+                            "unterminated quoted value for the keyword {key:?} in the DSN"
                         )));
                     }
                     Some('\\') => {
@@ -368,11 +384,11 @@ fn percent_decode(s: &str, what: &str) -> Result<String, SyncError> {
         if b[i] == b'%' {
             let hex = b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok());
             match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                Some(0) => return Err(invalid(format!("forbidden %00 in the {what} of the connection URI"))),
+                Some(0) => return Err(invalid(format!("forbidden %00 in the {what} of the DSN URI"))),
                 Some(v) => out.push(v),
                 None => {
                     return Err(invalid(format!(
-                        "invalid percent-encoding in the {what} of the connection URI"
+                        "invalid percent-encoding in the {what} of the DSN URI"
                     )));
                 }
             }
@@ -382,7 +398,7 @@ fn percent_decode(s: &str, what: &str) -> Result<String, SyncError> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| invalid(format!("the {what} of the connection URI is not UTF-8")))
+    String::from_utf8(out).map_err(|_| invalid(format!("the {what} of the DSN URI is not UTF-8")))
 }
 
 /// `postgresql://[user[:password]@][host[:port][,...]][/dbname][?k=v&...]`.
@@ -419,14 +435,14 @@ fn parse_uri(s: &str) -> Result<Vec<(String, String)>, SyncError> {
             let (host, port) = if let Some(v6) = spec.strip_prefix('[') {
                 let close = v6
                     .find(']')
-                    .ok_or_else(|| invalid("missing \"]\" in an IPv6 host address of the connection URI"))?;
+                    .ok_or_else(|| invalid("missing \"]\" in an IPv6 host address of the DSN URI"))?;
                 let after = &v6[close + 1..];
                 let port = match after.strip_prefix(':') {
                     Some(p) => p,
                     None if after.is_empty() => "",
                     None => {
                         return Err(invalid(
-                            "unexpected character after an IPv6 host address in the connection URI",
+                            "unexpected character after an IPv6 host address in the DSN URI",
                         ));
                     }
                 };
@@ -460,7 +476,7 @@ fn parse_uri(s: &str) -> Result<Vec<(String, String)>, SyncError> {
         for param in q.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = param
                 .split_once('=')
-                .ok_or_else(|| invalid("a URI query parameter of the connection URI has no \"=\""))?;
+                .ok_or_else(|| invalid("a URI query parameter of the DSN URI has no \"=\""))?;
             let k = percent_decode(k, "query parameter name")?;
             let v = percent_decode(v, "query parameters")?;
             // libpq's JDBC compatibility: ssl=true means sslmode=require.
@@ -473,7 +489,7 @@ fn parse_uri(s: &str) -> Result<Vec<(String, String)>, SyncError> {
             }
             if keyword(&k).is_none() {
                 return Err(invalid(format!(
-                    "the connection URI has the query parameter {k:?}, which libpq does not know (the \
+                    "the DSN URI has the query parameter {k:?}, which libpq does not know (the \
                      syncer supports: {})",
                     supported_keywords().collect::<Vec<_>>().join(", ")
                 )));

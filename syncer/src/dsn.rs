@@ -265,23 +265,25 @@ pub fn resolve(dsn: &str, env: &dyn Env) -> Result<ConnInfo, SyncError> {
 /// Split a connection string into (keyword, value) pairs, checking every
 /// keyword against libpq's list.
 pub fn parse(dsn: &str) -> Result<Vec<(&'static str, String)>, SyncError> {
-    let raw = if dsn.starts_with("postgresql://") || dsn.starts_with("postgres://") {
-        parse_uri(dsn)?
+    // `quoted`: the value was delimited (quotes, or a URI's `&`), so the
+    // next word cannot be a piece of it.
+    let raw: Vec<(String, String, bool)> = if dsn.starts_with("postgresql://") || dsn.starts_with("postgres://") {
+        parse_uri(dsn)?.into_iter().map(|(k, v)| (k, v, true)).collect()
     } else {
         parse_pairs(dsn)?
     };
     let mut out = Vec::with_capacity(raw.len());
     let mut after_secret = false;
-    for (k, v) in raw {
+    for (k, v, quoted) in raw {
         match keyword(&k) {
             Some(kw) => {
-                after_secret = SECRETS.contains(&kw.0);
+                after_secret = SECRETS.contains(&kw.0) && !quoted;
                 out.push((kw.0, v));
             }
             None if after_secret => {
                 return Err(invalid(
-                    "the DSN has an unknown keyword right after a password: \
-                     quote a password that contains spaces (password='...')",
+                    "the DSN has an unknown keyword right after an unquoted password (not named: it may be a \
+                     piece of the password): quote a password that contains spaces (password='...')",
                 ));
             }
             None => {
@@ -299,7 +301,7 @@ pub fn parse(dsn: &str) -> Result<Vec<(&'static str, String)>, SyncError> {
 /// libpq's `key = value` grammar: whitespace around `=` allowed; a value
 /// is a run of non-space characters or a single-quoted string; a backslash
 /// escapes the next character in both.
-fn parse_pairs(s: &str) -> Result<Vec<(String, String)>, SyncError> {
+fn parse_pairs(s: &str) -> Result<Vec<(String, String, bool)>, SyncError> {
     let mut out = Vec::new();
     let mut it = s.chars().peekable();
     let mut previous_secret = false;
@@ -337,7 +339,8 @@ fn parse_pairs(s: &str) -> Result<Vec<(String, String)>, SyncError> {
             it.next();
         }
         let mut value = String::new();
-        if it.peek() == Some(&'\'') {
+        let quoted = it.peek() == Some(&'\'');
+        if quoted {
             it.next();
             loop {
                 match it.next() {
@@ -370,8 +373,8 @@ fn parse_pairs(s: &str) -> Result<Vec<(String, String)>, SyncError> {
                 }
             }
         }
-        previous_secret = SECRETS.contains(&key.as_str());
-        out.push((key, value));
+        previous_secret = SECRETS.contains(&key.as_str()) && !quoted;
+        out.push((key, value, quoted));
     }
 }
 

@@ -11,6 +11,8 @@
 # Listens on 127.0.0.1 at a free port. pg_hba.conf:
 #   rm_nossl    plain TCP only (trust)     -> sslmode=prefer must fall back
 #   rm_sslonly  TLS only (trust)           -> sslmode=allow must retry TLS
+#   rm_cert     TLS with a client certificate (DIR/client.crt, DIR/client.key,
+#               DIR/client-enc.key encrypted with "key pass")
 #   rm_scram    TLS or plain, SCRAM, password 'pw with spaces:@/?'
 #   postgres    anything (trust)
 set -euo pipefail
@@ -43,7 +45,14 @@ case "$cmd" in
       printf 'subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n' > server.ext
       openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt -days 2 \
         -extfile server.ext >/dev/null 2>&1
-      chmod 600 server.key ca.key other-ca.key
+      # A client certificate for rm_cert, its key plain and as encrypted
+      # PKCS#8 (password "key pass").
+      openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj "/CN=rm_cert" >/dev/null 2>&1
+      printf 'basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n' > client.ext
+      openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 2 \
+        -extfile client.ext >/dev/null 2>&1
+      openssl pkcs8 -topk8 -v2 aes-256-cbc -in client.key -out client-enc.key -passout "pass:key pass" >/dev/null 2>&1
+      chmod 600 server.key ca.key other-ca.key client.key client-enc.key
     )
     [ "$(id -u)" = 0 ] && chown -R postgres "$dir"
     as_pg "$(bin initdb)" -D "$dir/data" -U postgres -A trust --no-sync >"$dir/initdb.log" 2>&1
@@ -51,6 +60,7 @@ case "$cmd" in
 local     all  all                       trust
 hostnossl all  rm_nossl    127.0.0.1/32  trust
 hostssl   all  rm_sslonly  127.0.0.1/32  trust
+hostssl   all  rm_cert     127.0.0.1/32  cert
 host      all  rm_scram    127.0.0.1/32  scram-sha-256
 host      all  postgres    127.0.0.1/32  trust
 EOF
@@ -58,10 +68,11 @@ EOF
       port=$(( (RANDOM % 20000) + 20000 ))
       if as_pg "$(bin pg_ctl)" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
           -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100 \
-              -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key" start >/dev/null 2>&1; then
+              -c ssl=on -c ssl_cert_file=$dir/server.crt -c ssl_key_file=$dir/server.key -c ssl_ca_file=$dir/ca.crt" start >/dev/null 2>&1; then
         as_pg "$(bin psql)" -h "$dir" -p "$port" -U postgres -d postgres -qAt -v ON_ERROR_STOP=1 <<'EOF' >/dev/null
 CREATE ROLE rm_nossl LOGIN SUPERUSER;
 CREATE ROLE rm_sslonly LOGIN SUPERUSER;
+CREATE ROLE rm_cert LOGIN SUPERUSER;
 SET password_encryption = 'scram-sha-256';
 CREATE ROLE rm_scram LOGIN SUPERUSER PASSWORD 'pw with spaces:@/?';
 EOF

@@ -380,6 +380,14 @@ fn client_identity(info: &ConnInfo, env: &dyn Env) -> Result<Option<Identity>, S
             ))
         })?;
         // libpq: owned by the user and u=rw, or owned by root and u=rw,g=r.
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
+        if meta.uid() != euid && meta.uid() != 0 {
+            return Err(invalid(format!(
+                "private key file {} must be owned by the current user or root",
+                key_path.display()
+            )));
+        }
         let mode = meta.permissions().mode();
         let ok = if meta.uid() == 0 {
             mode & 0o037 == 0
@@ -396,10 +404,12 @@ fn client_identity(info: &ConnInfo, env: &dyn Env) -> Result<Option<Identity>, S
     }
     let pem = std::fs::read(&key_path)
         .map_err(|e| invalid(format!("cannot read the private key file {}: {e}", key_path.display())))?;
-    let key = if contains(&pem, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") || contains(&pem, b"Proc-Type: 4,ENCRYPTED") {
+    let key = if contains(&pem, b"-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        decrypt_key(&pem, info.get("sslpassword"), &key_path)?
+    } else if contains(&pem, b"Proc-Type: 4,ENCRYPTED") {
         return Err(invalid(format!(
-            "the private key file {} is encrypted; the syncer cannot decrypt keys (sslpassword): store it \
-             unencrypted with u=rw (0600) permissions",
+            "the private key file {} is encrypted in OpenSSL's legacy format, which the syncer cannot decrypt: \
+             convert it to encrypted PKCS#8 (openssl pkcs8 -topk8 -v2 aes-256-cbc) and give sslpassword",
             key_path.display()
         )));
     } else {
@@ -411,6 +421,37 @@ fn client_identity(info: &ConnInfo, env: &dyn Env) -> Result<Option<Identity>, S
         })?
     };
     Ok(Some((chain, Arc::new(key))))
+}
+
+/// An encrypted PKCS#8 key (`-----BEGIN ENCRYPTED PRIVATE KEY-----`,
+/// PBES2 as OpenSSL writes it) decrypted with `sslpassword`.
+fn decrypt_key(pem: &[u8], password: Option<&str>, path: &Path) -> Result<PrivateKeyDer<'static>, SyncError> {
+    use pkcs8::der::{Decode, Document};
+    let password = password.ok_or_else(|| {
+        invalid(format!(
+            "the private key file {} is encrypted: give its password as sslpassword",
+            path.display()
+        ))
+    })?;
+    let text = std::str::from_utf8(pem)
+        .map_err(|_| invalid(format!("the private key file {} is not PEM text", path.display())))?;
+    let (_, doc) = Document::from_pem(text.trim())
+        .map_err(|e| invalid(format!("the private key file {} is not a PEM key: {e}", path.display())))?;
+    let encrypted = pkcs8::EncryptedPrivateKeyInfo::from_der(doc.as_bytes()).map_err(|e| {
+        invalid(format!(
+            "the private key file {} is not encrypted PKCS#8: {e}",
+            path.display()
+        ))
+    })?;
+    let plain = encrypted.decrypt(password).map_err(|_| {
+        invalid(format!(
+            "cannot decrypt the private key file {} with sslpassword (wrong password or unsupported cipher)",
+            path.display()
+        ))
+    })?;
+    Ok(PrivateKeyDer::Pkcs8(rustls::pki_types::PrivatePkcs8KeyDer::from(
+        plain.as_bytes().to_vec(),
+    )))
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {

@@ -276,6 +276,75 @@ fn passwords_in_every_form_authenticate() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Client certificates (`cert` authentication), with a plain key and an
+/// encrypted PKCS#8 key and its `sslpassword`.
+#[test]
+fn client_certificates_and_encrypted_keys() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = servers();
+    // Copies owned by this user, as libpq requires of a key file.
+    let dir = s.dir.join(format!("client-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["client.crt", "client.key", "client-enc.key"] {
+        std::fs::copy(s.dir.join(f), dir.join(f)).unwrap();
+    }
+    for f in ["client.key", "client-enc.key"] {
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let (crt, key, enc) = (
+        dir.join("client.crt"),
+        dir.join("client.key"),
+        dir.join("client-enc.key"),
+    );
+    let base = format!(
+        "host=localhost port={} user=rm_cert dbname=postgres sslmode=verify-full sslrootcert={}",
+        s.port,
+        ca()
+    );
+    assert!(saves(&format!(
+        "{base} sslcert={} sslkey={}",
+        crt.display(),
+        key.display()
+    )));
+    assert!(saves(&format!(
+        "{base} sslcert={} sslkey={} sslpassword='key pass'",
+        crt.display(),
+        enc.display()
+    )));
+    let e = fails(&format!(
+        "{base} sslcert={} sslkey={} sslpassword='bad secret'",
+        crt.display(),
+        enc.display()
+    ));
+    assert!(e.contains("cannot decrypt") && !e.contains("bad secret"), "{e}");
+    let e = fails(&format!("{base} sslcert={} sslkey={}", crt.display(), enc.display()));
+    assert!(e.contains("sslpassword"), "{e}");
+    // No certificate: the server refuses.
+    let e = fails(&format!("{base} sslcert={}", dir.join("missing.crt").display()));
+    assert!(e.contains("28000"), "{e}");
+    // A key others can read is refused, as libpq refuses it.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let e = fails(&format!("{base} sslcert={} sslkey={}", crt.display(), key.display()));
+    assert!(e.contains("group or world access"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Several hosts: the first that accepts wins, in order; a single port
+/// applies to every host.
+#[test]
+fn multiple_hosts_are_tried_in_order() {
+    let port = servers().port;
+    assert!(!saves(&format!(
+        "host=127.0.0.1,127.0.0.1 port=1,{port} user=postgres dbname=postgres sslmode=disable connect_timeout=2"
+    )));
+    assert!(saves(&format!(
+        "postgresql://127.0.0.1:1,localhost:{port}/postgres?user=postgres&target_session_attrs=read-write&sslmode=verify-full&sslrootcert={}",
+        ca()
+    )));
+    let e = fails("host=127.0.0.1,127.0.0.1 port=1,2 user=postgres connect_timeout=2");
+    assert!(e.contains("127.0.0.1:1") && e.contains("127.0.0.1:2"), "{e}");
+}
+
 /// Every way to get an error, with the password in every DSN form: no
 /// message, status, or Debug output shows it.
 #[test]

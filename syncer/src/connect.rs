@@ -9,7 +9,10 @@
 
 use std::time::Duration;
 
-use crossbeam_channel::bounded;
+use std::collections::HashMap;
+
+use crossbeam_channel::{Receiver, bounded};
+use parking_lot::Mutex;
 use postgres::config::{ChannelBinding, SslNegotiation, TargetSessionAttrs};
 use postgres::{Client, NoTls, Transaction};
 
@@ -67,6 +70,9 @@ pub struct Connector {
     timeouts: Timeouts,
     random: bool,
     secrets: Vec<String>,
+    /// Attempts that outlived their bound, by (host, attempt): still
+    /// waiting on the server.
+    stalled: Mutex<HashMap<(usize, usize), Receiver<Result<Client, postgres::Error>>>>,
 }
 
 impl std::fmt::Debug for Connector {
@@ -231,6 +237,7 @@ impl Connector {
             timeouts,
             random,
             secrets,
+            stalled: Mutex::new(HashMap::new()),
         })
     }
 
@@ -303,7 +310,7 @@ impl Connector {
             let plan = &self.plans[i];
             let where_ = format!("{}:{}", plan.target.host, plan.target.port);
             for (n, attempt) in plan.attempts.iter().enumerate() {
-                match self.attempt(attempt) {
+                match self.attempt((i, n), attempt) {
                     Ok(client) => return Ok(client),
                     Err((e, fall_back)) => {
                         let last = n + 1 == plan.attempts.len();
@@ -328,29 +335,40 @@ impl Connector {
     /// One attempt. On failure, whether `allow` / `prefer` may go on to
     /// the other mode: the server answered (refused, or TLS failed), as
     /// opposed to no answer at all (refused TCP, timeout).
-    fn attempt(&self, attempt: &Attempt) -> Result<Client, (SyncError, bool)> {
+    fn attempt(&self, key: (usize, usize), attempt: &Attempt) -> Result<Client, (SyncError, bool)> {
         let bound = self.timeouts.connect;
-        let (tx, rx) = bounded(1);
-        let config = attempt.config.clone();
-        let tls = match attempt.tls {
-            Some(v) => Some(self.tls.connector(v).map_err(|e| (e, false))?),
-            None => None,
-        };
-        std::thread::Builder::new()
-            .name("ringmetrics-connect".into())
-            .spawn(move || {
-                let result = match tls {
-                    Some(tls) => config.connect(tls),
-                    None => config.connect(NoTls),
+        // An earlier attempt that outlived its bound is still waiting on the
+        // server: wait for that one again rather than start another, so a
+        // server that never answers costs one thread per attempt kind, not
+        // one per retry.
+        let earlier = self.stalled.lock().remove(&key);
+        let rx = match earlier {
+            Some(rx) => rx,
+            None => {
+                let (tx, rx) = bounded(1);
+                let config = attempt.config.clone();
+                let tls = match attempt.tls {
+                    Some(v) => Some(self.tls.connector(v).map_err(|e| (e, false))?),
+                    None => None,
                 };
-                let _ = tx.send(result);
-            })
-            .map_err(|e| {
-                (
-                    SyncError::Database(format!("cannot start a connection thread: {e}")),
-                    false,
-                )
-            })?;
+                std::thread::Builder::new()
+                    .name("ringmetrics-connect".into())
+                    .spawn(move || {
+                        let result = match tls {
+                            Some(tls) => config.connect(tls),
+                            None => config.connect(NoTls),
+                        };
+                        let _ = tx.send(result);
+                    })
+                    .map_err(|e| {
+                        (
+                            SyncError::Database(format!("cannot start a connection thread: {e}")),
+                            false,
+                        )
+                    })?;
+                rx
+            }
+        };
         match rx.recv_timeout(bound) {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(e)) => {
@@ -359,10 +377,16 @@ impl Connector {
                     || e.to_string().contains("server does not support TLS");
                 Err((self.db_error(&e), answered))
             }
-            // The attempt thread is left to finish alone (it ends when the
-            // server answers or closes).
-            Err(_) => Err((
-                SyncError::Database(format!("the server did not complete the connection within {bound:?}")),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                // Left to finish alone; the next connect waits on it.
+                self.stalled.lock().insert(key, rx);
+                Err((
+                    SyncError::Database(format!("the server did not complete the connection within {bound:?}")),
+                    false,
+                ))
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err((
+                SyncError::Database("the connection attempt ended without an answer".into()),
                 false,
             )),
         }

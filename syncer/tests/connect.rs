@@ -458,6 +458,24 @@ fn silent_server_fails_within_connect_timeout() {
             keep.lock().unwrap().push(s);
         }
     });
+    // Retries wait on the stalled attempt instead of opening (and
+    // abandoning) a connection each time.
+    let s = Syncer::start(
+        agg(),
+        SyncerConfig {
+            connect_timeout: Duration::from_secs(2),
+            interval: Duration::from_secs(3600),
+            ..SyncerConfig::new(format!("host=127.0.0.1 port={port} user=postgres sslmode=disable"))
+        },
+    )
+    .unwrap();
+    for _ in 0..3 {
+        let t = Instant::now();
+        s.flush(WAIT).unwrap_err();
+        assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    }
+    assert_eq!(held.lock().unwrap().len(), 1, "one connection for three flushes");
+    drop(s);
     for mode in ["disable", "prefer", "require"] {
         let dsn = format!("host=127.0.0.1 port={port} user=postgres sslmode={mode}");
         let s = Syncer::start(

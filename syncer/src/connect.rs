@@ -45,6 +45,9 @@ impl Default for Timeouts {
     }
 }
 
+/// A connection attempt's answer, once it comes.
+type Pending = Receiver<Result<Client, postgres::Error>>;
+
 /// One way to reach one host.
 struct Attempt {
     config: postgres::Config,
@@ -72,7 +75,7 @@ pub struct Connector {
     secrets: Vec<String>,
     /// Attempts that outlived their bound, by (host, attempt): still
     /// waiting on the server.
-    stalled: Mutex<HashMap<(usize, usize), Receiver<Result<Client, postgres::Error>>>>,
+    stalled: Mutex<HashMap<(usize, usize), Pending>>,
 }
 
 impl std::fmt::Debug for Connector {

@@ -7,7 +7,9 @@
 # Generates, with the openssl CLI, a test CA (DIR/ca.crt) and a server
 # certificate signed by it for the name `localhost` only (not 127.0.0.1),
 # so verify-full succeeds with host=localhost and refuses host=127.0.0.1.
-# Also DIR/other-ca.crt, a CA that signed nothing the server shows.
+# Also DIR/other-ca.crt, a CA that signed nothing the server shows, and
+# CRLs of the test CA: DIR/empty.crl (nothing revoked), DIR/revoked.crl and
+# DIR/crldir/ (the server's certificate revoked).
 # Listens on 127.0.0.1 at a free port. pg_hba.conf:
 #   rm_nossl    plain TCP only (trust)     -> sslmode=prefer must fall back
 #   rm_sslonly  TLS only (trust)           -> sslmode=allow must retry TLS
@@ -52,6 +54,14 @@ case "$cmd" in
       openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out client.crt -days 2 \
         -extfile client.ext >/dev/null 2>&1
       openssl pkcs8 -topk8 -v2 aes-256-cbc -in client.key -out client-enc.key -passout "pass:key pass" >/dev/null 2>&1
+      # CRLs: one revoking nothing, one revoking the server's certificate.
+      printf '[ca]\ndefault_ca = test\n[test]\ndatabase = index.txt\ncrlnumber = crlnumber\ndefault_md = sha256\ndefault_crl_days = 2\n' > ca.cnf
+      : > index.txt
+      echo 01 > crlnumber
+      openssl ca -config ca.cnf -gencrl -keyfile ca.key -cert ca.crt -out empty.crl >/dev/null 2>&1
+      openssl ca -config ca.cnf -revoke server.crt -keyfile ca.key -cert ca.crt >/dev/null 2>&1
+      openssl ca -config ca.cnf -gencrl -keyfile ca.key -cert ca.crt -out revoked.crl >/dev/null 2>&1
+      mkdir -p crldir && cp revoked.crl crldir/
       chmod 600 server.key ca.key other-ca.key client.key client-enc.key
     )
     [ "$(id -u)" = 0 ] && chown -R postgres "$dir"

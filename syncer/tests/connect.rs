@@ -329,6 +329,18 @@ fn client_certificates_and_encrypted_keys() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Certificate revocation lists: sslcrl and sslcrldir.
+#[test]
+fn revocation_lists_are_checked() {
+    let d = &servers().dir;
+    let base = tls_dsn("localhost", &format!("sslmode=verify-full sslrootcert={}", ca()));
+    assert!(saves(&format!("{base} sslcrl={}", d.join("empty.crl").display())));
+    let e = fails(&format!("{base} sslcrl={}", d.join("revoked.crl").display()));
+    assert!(e.contains("Revoked"), "{e}");
+    let e = fails(&format!("{base} sslcrldir={}", d.join("crldir").display()));
+    assert!(e.contains("Revoked"), "{e}");
+}
+
 /// Several hosts: the first that accepts wins, in order; a single port
 /// applies to every host.
 #[test]

@@ -4,6 +4,7 @@ against a throwaway TLS cluster, PgBouncer in transaction mode, and no
 password ever shows in an error."""
 
 import asyncio
+import functools
 import json
 import os
 import pathlib
@@ -16,6 +17,7 @@ import psycopg
 import pytest
 from chancy import Chancy, Queue, Worker
 from psycopg import pq
+from psycopg_pool import AsyncConnectionPool
 
 import jobs
 import ringmetrics
@@ -333,3 +335,46 @@ async def test_plugin_saves_through_pgbouncer_transaction_mode(tls, bouncer):
         )
         assert sum(p[5] for key, _, _, points in rows if key == "pooled:hits" for p in points) == 20
         ringmetrics._native.cleanup(pooled, prefix=prefix, retention_seconds=[60, 300, 3600, 86400])
+
+
+class PooledChancy(Chancy):
+    """Chancy as a PgBouncer (transaction mode) deployment configures it:
+    psycopg's automatic prepared statements off (``prepare_threshold=None``,
+    psycopg's advice for transaction pooling)."""
+
+    @functools.cached_property
+    def pool(self):
+        return AsyncConnectionPool(
+            self.dsn,
+            min_size=self.min_connection_pool_size,
+            max_size=self.max_connection_pool_size,
+            reconnect_timeout=self.poll_reconnect_timeout,
+            kwargs={"prepare_threshold": None},
+            open=False,
+        )
+
+
+async def test_plugin_in_a_worker_through_pgbouncer(tls, bouncer):
+    port, _ = tls
+    pooled = f"host=127.0.0.1 port={bouncer} user=postgres dbname=postgres"
+    prefix = f"pgbw_{uuid.uuid4().hex[:8]}_"
+    plugin = Metrics(sync_interval=3600)
+    async with PooledChancy(pooled, prefix=prefix, plugins=[plugin], notifications=False) as chancy:
+        await chancy.migrate()
+        await chancy.declare(Queue("pooled", concurrency=3, executor=EXECUTOR, polling_interval=1))
+        w = Worker(
+            chancy,
+            worker_id="w-pooled",
+            register_signal_handlers=False,
+            heartbeat_poll_interval=1,
+            queue_change_poll_interval=1,
+        )
+        await w.start()
+        for round_ in range(3):
+            batch = [jobs.quick.job.with_queue("pooled").with_kwargs(n=i) for i in range(3)]
+            refs = [ref async for refs in chancy.push_many(batch) for ref in refs]
+            await asyncio.wait_for(chancy.wait_for_jobs(refs, interval=0.2), 60)
+            await plugin.flush(chancy)
+        await w.stop()
+        result = await plugin.get_metrics(chancy, "job:jobs.quick", resolution="1min", range_seconds=3600)
+        assert result["series"]["job:jobs.quick:succeeded"].summary == 9

@@ -37,9 +37,10 @@ PATH="$tools/bin:$PATH" auditwheel show "$wheel"
 # OpenSSL: TLS is rustls): repair has nothing to graft and keeps the tag.
 PATH="$tools/bin:$PATH" auditwheel repair --wheel-dir target/wheelhouse "$wheel"
 repaired=(target/wheelhouse/*.whl)
-if unzip -l "${repaired[0]}" | grep -q '\.libs/'; then
+bundled=$("${PYTHON:-python3}" -c 'import sys, zipfile; print("\n".join(n for n in zipfile.ZipFile(sys.argv[1]).namelist() if ".libs/" in n))' "${repaired[0]}")
+if [ -n "$bundled" ]; then
   echo "wheel: auditwheel had to bundle shared libraries:" >&2
-  unzip -l "${repaired[0]}" | grep '\.libs/' >&2
+  echo "$bundled" >&2
   exit 1
 fi
 echo "wheel: ${repaired[0]} passes auditwheel"

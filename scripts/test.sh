@@ -37,6 +37,9 @@ tests/c/run.sh
 step "Python: pytest against real Chancy and PostgreSQL"
 .venv/bin/python -m pytest python/tests
 
+step "Wheel: one abi3 wheel through auditwheel, installed in a fresh venv without cargo/rustc, plugin suite there"
+scripts/test-wheel.sh
+
 step "Soak and kill tests: a real Chancy worker through connection kills and server restarts (bounded)"
 RINGMETRICS_SOAK_SECONDS=${RINGMETRICS_SOAK_SECONDS:-90} .venv/bin/python -m pytest -s tests/soak
 

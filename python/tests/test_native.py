@@ -220,7 +220,7 @@ def test_bad_dsn_and_prefix_are_value_errors():
     with pytest.raises(ValueError, match="DSN"):
         agg.start_syncer("host=x nonsense_option=1")
     with pytest.raises(ValueError, match="prefix"):
-        agg.start_syncer("host=127.0.0.1", prefix="bad;prefix")
+        agg.start_syncer("host=127.0.0.1", prefix="bad\x00prefix")
     with pytest.raises(ValueError, match="UUID"):
         agg.start_syncer("host=127.0.0.1", session_id="nope")
 

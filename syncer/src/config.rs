@@ -1,17 +1,21 @@
 //! What the syncer needs to know.
 
-use std::str::FromStr;
 use std::time::Duration;
 
+use crate::connect::{Connector, Timeouts};
 use crate::error::SyncError;
 
 /// Syncer settings. `SyncerConfig::new(dsn)` gives Chancy's defaults.
 #[derive(Clone)]
 pub struct SyncerConfig {
-    /// libpq `key=value` string or `postgresql://` URL.
+    /// A libpq connection string: `key=value` pairs or a `postgresql://`
+    /// URI, completed from the service file, the `PG*` environment
+    /// variables and the password file as libpq does (see
+    /// [`Connector`](crate::Connector) for the keywords supported).
     pub dsn: String,
-    /// Table prefix (Chancy's `prefix`), default `"chancy_"`: letters,
-    /// digits and `_`, at most 40 characters.
+    /// Table prefix (Chancy's `prefix`), default `"chancy_"`: any string
+    /// without a NUL character (table names are quoted identifiers, as
+    /// Chancy builds them).
     pub prefix: String,
     /// The worker id stored in each row. Default `""`.
     pub worker_id: String,
@@ -49,12 +53,28 @@ pub struct SyncerConfig {
     /// up, such as an asyncio event loop, runs first. Under CPU saturation
     /// flushes then take longer. Default false.
     pub low_priority: bool,
+    /// The bound on one connection attempt to one host, TCP, TLS and
+    /// authentication together. The DSN's `connect_timeout` (seconds)
+    /// overrides it. Default 10 s.
+    pub connect_timeout: Duration,
+    /// `statement_timeout` of the syncer's own statements (set with
+    /// `SET LOCAL` in each transaction); zero: none. Default 30 s.
+    pub statement_timeout: Duration,
+    /// `lock_timeout` of the syncer's own statements (`SET LOCAL`); zero:
+    /// none. Default 10 s.
+    pub lock_timeout: Duration,
 }
 
 impl std::fmt::Debug for SyncerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The DSN is shown as parsed, with secrets hidden; a DSN that does
+        // not parse is not shown at all (it could hold a password anywhere).
+        let dsn: &dyn std::fmt::Debug = &match crate::dsn::resolve(&self.dsn, &crate::dsn::ProcessEnv) {
+            Ok(options) => format!("{options:?}"),
+            Err(_) => "<a connection string that does not parse>".to_owned(),
+        };
         f.debug_struct("SyncerConfig")
-            .field("dsn", &redact(&self.dsn))
+            .field("dsn", dsn)
             .field("prefix", &self.prefix)
             .field("worker_id", &self.worker_id)
             .field("session_id", &self.session_id)
@@ -65,6 +85,9 @@ impl std::fmt::Debug for SyncerConfig {
             .field("max_backoff", &self.max_backoff)
             .field("create_schema", &self.create_schema)
             .field("low_priority", &self.low_priority)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("lock_timeout", &self.lock_timeout)
             .finish()
     }
 }
@@ -72,6 +95,7 @@ impl std::fmt::Debug for SyncerConfig {
 impl SyncerConfig {
     /// Defaults for `dsn`.
     pub fn new(dsn: impl Into<String>) -> Self {
+        let t = Timeouts::default();
         SyncerConfig {
             dsn: dsn.into(),
             prefix: "chancy_".into(),
@@ -84,6 +108,19 @@ impl SyncerConfig {
             max_backoff: Duration::from_secs(300),
             create_schema: true,
             low_priority: false,
+            connect_timeout: t.connect,
+            statement_timeout: t.statement,
+            lock_timeout: t.lock,
+        }
+    }
+
+    /// The timeouts as configured here (before the DSN's
+    /// `connect_timeout`).
+    pub(crate) fn timeouts(&self) -> Timeouts {
+        Timeouts {
+            connect: self.connect_timeout,
+            statement: self.statement_timeout,
+            lock: self.lock_timeout,
         }
     }
 
@@ -95,7 +132,7 @@ impl SyncerConfig {
 
     /// Check everything that can be checked without connecting; returns the
     /// parsed connection settings.
-    pub(crate) fn validate(&self) -> Result<postgres::Config, SyncError> {
+    pub(crate) fn validate(&self) -> Result<Connector, SyncError> {
         validate_prefix(&self.prefix)?;
         if self.interval.is_zero() {
             return Err(SyncError::InvalidConfig("interval must be positive".into()));
@@ -109,67 +146,55 @@ impl SyncerConfig {
         if self.max_backoff.is_zero() {
             return Err(SyncError::InvalidConfig("max_backoff must be positive".into()));
         }
-        pg_config(&self.dsn)
+        if self.connect_timeout.is_zero() {
+            return Err(SyncError::InvalidConfig("connect_timeout must be positive".into()));
+        }
+        Connector::new(&self.dsn, self.timeouts())
     }
 }
 
-/// Parse a DSN, with ringmetrics' connection defaults.
-pub(crate) fn pg_config(dsn: &str) -> Result<postgres::Config, SyncError> {
-    let mut c = postgres::Config::from_str(dsn)
-        .map_err(|e| SyncError::InvalidConfig(format!("cannot parse the DSN {}: {e}", redact(dsn))))?;
-    if c.get_application_name().is_none() {
-        c.application_name("ringmetrics-syncer");
-    }
-    if c.get_connect_timeout().is_none() {
-        c.connect_timeout(Duration::from_secs(5));
-    }
-    c.keepalives_idle(Duration::from_secs(30));
-    Ok(c)
-}
-
-/// The password of a parsed DSN, to scrub from messages.
-pub(crate) fn password(c: &postgres::Config) -> Option<String> {
-    c.get_password().map(|p| String::from_utf8_lossy(p).into_owned())
-}
-
-/// Letters, digits and `_`, at most 40 characters (quoted anyway).
+/// Any prefix Chancy accepts: Chancy quotes `f"{prefix}metrics"` as an
+/// identifier and checks nothing, so only what PostgreSQL refuses in any
+/// identifier (a NUL character) is refused here.
 pub(crate) fn validate_prefix(prefix: &str) -> Result<(), SyncError> {
-    if prefix.len() > 40 || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-        return Err(SyncError::InvalidConfig(format!(
-            "table prefix {prefix:?} must be at most 40 letters, digits or underscores"
-        )));
+    if prefix.contains('\0') {
+        return Err(SyncError::InvalidConfig(
+            "the table prefix contains a NUL character, which PostgreSQL identifiers cannot hold".into(),
+        ));
     }
     Ok(())
 }
 
-/// `"{prefix}{name}"` quoted as an identifier.
+/// `"{prefix}{name}"` quoted as an identifier (every `"` doubled).
 pub(crate) fn ident(prefix: &str, name: &str) -> String {
-    format!("\"{}{}\"", prefix.replace('"', "\"\""), name)
+    format!("\"{}\"", format!("{prefix}{name}").replace('"', "\"\""))
 }
 
-/// The DSN with any password replaced by `***`.
-pub(crate) fn redact(dsn: &str) -> String {
-    if let Some(rest) = dsn
-        .strip_prefix("postgres://")
-        .or_else(|| dsn.strip_prefix("postgresql://"))
-    {
-        let scheme = &dsn[..dsn.len() - rest.len()];
-        if let Some(at) = rest.find('@') {
-            let (userinfo, host) = rest.split_at(at);
-            if let Some(colon) = userinfo.find(':') {
-                return format!("{scheme}{}:***{host}", &userinfo[..colon]);
-            }
-        }
-        return dsn.to_owned();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_quoted_identifiers() {
+        assert_eq!(ident("chancy_", "metrics"), "\"chancy_metrics\"");
+        assert_eq!(ident("a\"b; DROP ", "metrics"), "\"a\"\"b; DROP metrics\"");
+        assert!(validate_prefix("").is_ok() && validate_prefix("Été-1 \"x\"").is_ok());
+        assert!(validate_prefix("a\0b").is_err());
     }
-    dsn.split_whitespace()
-        .map(|kv| {
-            if kv.starts_with("password=") {
-                "password=***"
-            } else {
-                kv
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+
+    #[test]
+    fn debug_never_shows_a_password() {
+        for dsn in [
+            "host=h password=hunter2",
+            "host=h password = 'hunter 2'",
+            "postgresql://u:hunter2@h/db",
+            "postgresql://u@h/db?password=hunter2",
+            "host=h password=hunter 2",
+            "host=h password='hunter2",
+        ] {
+            let c = SyncerConfig::new(dsn);
+            let shown = format!("{c:?}");
+            assert!(!shown.contains("hunter"), "{dsn}: {shown}");
+        }
+    }
 }

@@ -11,21 +11,31 @@
 //! - [`cleanup`]: Chancy's `cleanup()` (expired chunks, then orphan keys).
 //! - [`read_metrics`]: Chancy's merge of every worker's rows, from Rust or C.
 //! - [`schema_sql`]: Chancy's DDL for a prefix, as the syncer creates it.
+//! - [`Connector`]: a DSN read the way libpq reads it (URI or `key=value`,
+//!   service file, `PG*` variables, password file), connecting with libpq's
+//!   `sslmode` semantics over rustls; [`begin`] opens a transaction with
+//!   the syncer's statement and lock timeouts.
 //! - [`SyncError`]: what went wrong; never contains the DSN's password.
 #![warn(missing_docs, unsafe_op_in_unsafe_fn)]
 
 mod config;
+mod connect;
+mod dsn;
 mod error;
 mod read;
 mod retention;
 mod schema;
 mod source;
 mod thread;
+mod tls;
 mod writer;
 
 pub use config::SyncerConfig;
+pub use connect::{APPLICATION_NAME, Connector, Timeouts, begin};
+pub use dsn::{ConnInfo, HostTarget, supported_keywords};
 pub use error::SyncError;
 pub use read::{ReadPoint, ReadQuery, ReadSeries, cleanup, read_metrics};
 pub use retention::{DEFAULT_RETENTION_SECS, first_kept_chunk};
 pub use schema::schema_sql;
 pub use thread::{FlushReport, SyncStatus, Syncer};
+pub use tls::SslMode;

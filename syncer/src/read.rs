@@ -4,9 +4,11 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use postgres::Client;
+use postgres::types::Type;
 use ringmetrics::{CHUNK_BUCKETS, Kind, Resolution};
 
-use crate::config::{ident, password, pg_config, validate_prefix};
+use crate::config::{ident, validate_prefix};
+use crate::connect::{Connector, Timeouts, begin};
 use crate::error::{SyncError, db};
 use crate::writer::time;
 
@@ -14,9 +16,11 @@ use crate::writer::time;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadQuery {
     /// The key itself and its `:`-separated descendants (`%` and `_` are
-    /// literal); `None` for every key.
+    /// literal); `None` or `""` for every key (Chancy reads a falsy prefix
+    /// as "all").
     pub prefix: Option<String>,
-    /// Only this worker's rows; `None` for every worker.
+    /// Only this worker's rows; `None` or `""` for every worker (as
+    /// Chancy's `get_metrics` treats a falsy worker id).
     pub worker_id: Option<String>,
     /// Bucket width.
     pub resolution: Resolution,
@@ -59,11 +63,12 @@ pub struct ReadPoint {
     pub sampled_at_nanos: i64,
 }
 
-fn connect(dsn: &str) -> Result<(Client, Option<String>), SyncError> {
-    let pg = pg_config(dsn)?;
-    let secret = password(&pg);
-    let client = crate::thread::connect_bounded(&pg, secret.as_deref())?;
-    Ok((client, secret))
+/// A short-lived connection of its own, with the syncer's default
+/// timeouts; returns it with the password to scrub from messages.
+fn connect(dsn: &str) -> Result<(Client, Option<String>, Timeouts), SyncError> {
+    let pg = Connector::new(dsn, Timeouts::default())?;
+    let client = pg.connect()?;
+    Ok((client, pg.secret(), pg.timeouts()))
 }
 
 /// Read the series matching `query` from every worker, merged by Chancy's
@@ -83,24 +88,27 @@ pub fn read_metrics(dsn: &str, prefix: &str, query: &ReadQuery) -> Result<Vec<Re
             query.start_secs, query.end_secs, query.resolution
         )));
     }
-    let (mut client, secret) = connect(dsn)?;
+    let (mut client, secret, timeouts) = connect(dsn)?;
     let err = |e: postgres::Error| db(&e, secret.as_deref());
     let definitions = ident(prefix, "metric_definitions");
     let metrics = ident(prefix, "metrics");
-    let (exact, children) = match &query.prefix {
+    // One read-only transaction, unnamed statements only: PgBouncer-safe.
+    let mut client = begin(&mut client, &timeouts).map_err(err)?;
+    let worker_id = query.worker_id.as_deref().filter(|w| !w.is_empty());
+    let (exact, children) = match query.prefix.as_deref().filter(|p| !p.is_empty()) {
         Some(p) => {
             let escaped = p.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
-            (Some(p.clone()), Some(format!("{escaped}:%")))
+            (Some(p.to_owned()), Some(format!("{escaped}:%")))
         }
         None => (None, None),
     };
     let defs = client
-        .query(
+        .query_typed(
             &format!(
                 "SELECT id, key, metric_type, unit FROM {definitions}
                  WHERE $1::text IS NULL OR key = $1 OR key LIKE $2 ORDER BY key"
             ),
-            &[&exact, &children],
+            &[(&exact, Type::TEXT), (&children, Type::TEXT)],
         )
         .map_err(err)?;
     let mut out: Vec<ReadSeries> = Vec::with_capacity(defs.len());
@@ -122,7 +130,7 @@ pub fn read_metrics(dsn: &str, prefix: &str, query: &ReadQuery) -> Result<Vec<Re
         .resolution
         .chunk_start(query.resolution.bucket_of(query.start_secs));
     let rows = client
-        .query(
+        .query_typed(
             &format!(
                 "SELECT d.key,
                         extract(epoch FROM p.bucket)::int8,
@@ -147,12 +155,12 @@ pub fn read_metrics(dsn: &str, prefix: &str, query: &ReadQuery) -> Result<Vec<Re
                  ORDER BY d.key, p.bucket"
             ),
             &[
-                &ids,
-                &(query.resolution.seconds() as i32),
-                &time(chunk_start * 1_000_000_000),
-                &time(query.start_secs * 1_000_000_000),
-                &time(query.end_secs * 1_000_000_000),
-                &query.worker_id,
+                (&ids, Type::INT8_ARRAY),
+                (&(query.resolution.seconds() as i32), Type::INT4),
+                (&time(chunk_start * 1_000_000_000), Type::TIMESTAMPTZ),
+                (&time(query.start_secs * 1_000_000_000), Type::TIMESTAMPTZ),
+                (&time(query.end_secs * 1_000_000_000), Type::TIMESTAMPTZ),
+                (&worker_id, Type::TEXT),
             ],
         )
         .map_err(err)?;
@@ -180,6 +188,7 @@ pub fn read_metrics(dsn: &str, prefix: &str, query: &ReadQuery) -> Result<Vec<Re
             sampled_at_nanos: row.get::<_, i64>(7).saturating_mul(1000),
         });
     }
+    client.commit().map_err(err)?;
     Ok(out)
 }
 
@@ -192,7 +201,7 @@ pub fn cleanup(dsn: &str, prefix: &str, retention_secs: [i64; 4]) -> Result<u64,
     if retention_secs.iter().any(|r| *r <= 0) {
         return Err(SyncError::InvalidConfig("retention must be positive".into()));
     }
-    let (mut client, secret) = connect(dsn)?;
+    let (mut client, secret, timeouts) = connect(dsn)?;
     let err = |e: postgres::Error| db(&e, secret.as_deref());
     let metrics = ident(prefix, "metrics");
     let definitions = ident(prefix, "metric_definitions");
@@ -211,8 +220,9 @@ pub fn cleanup(dsn: &str, prefix: &str, retention_secs: [i64; 4]) -> Result<u64,
     }
     let mut removed = 0u64;
     loop {
-        let n = client
-            .execute(
+        let mut tx = begin(&mut client, &timeouts).map_err(err)?;
+        let n = tx
+            .execute_typed(
                 &format!(
                     "WITH expired AS (
                          SELECT m.ctid FROM {metrics} m
@@ -221,18 +231,19 @@ pub fn cleanup(dsn: &str, prefix: &str, retention_secs: [i64; 4]) -> Result<u64,
                          LIMIT 10000 FOR UPDATE OF m SKIP LOCKED)
                      DELETE FROM {metrics} WHERE ctid IN (SELECT ctid FROM expired)"
                 ),
-                &[&resolutions, &cutoffs],
+                &[(&resolutions, Type::INT4_ARRAY), (&cutoffs, Type::TIMESTAMPTZ_ARRAY)],
             )
             .map_err(err)?;
+        tx.commit().map_err(err)?;
         removed += n;
         if n < 10000 {
             break;
         }
     }
     loop {
-        let mut tx = client.transaction().map_err(err)?;
+        let mut tx = begin(&mut client, &timeouts).map_err(err)?;
         let orphans: Vec<i64> = tx
-            .query(
+            .query_typed(
                 &format!(
                     "SELECT d.id FROM {definitions} d
                      WHERE NOT EXISTS (SELECT 1 FROM {metrics} m WHERE m.metric_id = d.id)
@@ -245,12 +256,12 @@ pub fn cleanup(dsn: &str, prefix: &str, retention_secs: [i64; 4]) -> Result<u64,
             .map(|r| r.get(0))
             .collect();
         if !orphans.is_empty() {
-            tx.execute(
+            tx.execute_typed(
                 &format!(
                     "DELETE FROM {definitions} d WHERE id = ANY($1)
                      AND NOT EXISTS (SELECT 1 FROM {metrics} m WHERE m.metric_id = d.id)"
                 ),
-                &[&orphans],
+                &[(&orphans, Type::INT8_ARRAY)],
             )
             .map_err(err)?;
         }

@@ -2,8 +2,10 @@
 //! created when missing, checked when present. Never drops or alters data.
 
 use postgres::Client;
+use postgres::types::Type;
 
 use crate::config::ident;
+use crate::connect::{Connector, begin};
 use crate::error::{SyncError, db};
 
 /// The schema version ringmetrics writes.
@@ -11,22 +13,25 @@ pub(crate) const VERSION: i32 = 2;
 
 /// Make sure `{prefix}metrics` and `{prefix}metric_definitions` exist at
 /// version 2. Serialized across workers by a transaction-scoped advisory
-/// lock, so two workers starting at once don't race.
-pub(crate) fn ensure(client: &mut Client, prefix: &str, create: bool, secret: Option<&str>) -> Result<(), SyncError> {
-    let err = |e: postgres::Error| db(&e, secret);
-    let mut tx = client.transaction().map_err(err)?;
-    tx.execute(
+/// lock, so two workers starting at once don't race. Unnamed statements
+/// only (`query_typed`, simple queries), inside one transaction with the
+/// syncer's timeouts: safe behind PgBouncer's transaction pooling.
+pub(crate) fn ensure(client: &mut Client, prefix: &str, create: bool, pg: &Connector) -> Result<(), SyncError> {
+    let secret = pg.secret();
+    let err = |e: postgres::Error| db(&e, secret.as_deref());
+    let mut tx = begin(client, &pg.timeouts()).map_err(err)?;
+    tx.query_typed(
         "SELECT pg_advisory_xact_lock(hashtext('ringmetrics.schema:' || $1::text))",
-        &[&prefix],
+        &[(&prefix, Type::TEXT)],
     )
     .map_err(err)?;
     let versions = ident(prefix, "schema_version");
     let has_versions: bool = tx
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&versions])
+        .query_typed_one("SELECT to_regclass($1) IS NOT NULL", &[(&versions, Type::TEXT)])
         .map_err(err)?
         .get(0);
     let found: Option<i32> = if has_versions {
-        tx.query_opt(
+        tx.query_typed_opt(
             &format!("SELECT version FROM {versions} WHERE version_of = 'metrics'"),
             &[],
         )
@@ -40,7 +45,10 @@ pub(crate) fn ensure(client: &mut Client, prefix: &str, create: bool, secret: Op
         Some(other) => return Err(SyncError::SchemaVersion { found: other }),
         None => {
             let has_metrics: bool = tx
-                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&ident(prefix, "metrics")])
+                .query_typed_one(
+                    "SELECT to_regclass($1) IS NOT NULL",
+                    &[(&ident(prefix, "metrics"), Type::TEXT)],
+                )
                 .map_err(err)?
                 .get(0);
             if has_metrics {
@@ -62,7 +70,8 @@ pub(crate) fn ensure(client: &mut Client, prefix: &str, create: bool, secret: Op
 
 /// Chancy 0.26's DDL for `prefix` (chancy/migrate.py's version table and
 /// metrics/migrations/v2.py), plus the `('metrics', 2)` version row: what
-/// the syncer runs when the tables are missing. Fails on a bad prefix.
+/// the syncer runs when the tables are missing. Fails on a prefix with a
+/// NUL character.
 pub fn schema_sql(prefix: &str) -> Result<String, SyncError> {
     crate::config::validate_prefix(prefix)?;
     Ok(create_sql(prefix))

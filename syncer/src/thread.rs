@@ -8,11 +8,12 @@ use std::time::{Duration, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, after, bounded, select, unbounded};
 use parking_lot::Mutex;
-use postgres::{Client, NoTls};
+use postgres::Client;
 use ringmetrics::Aggregator;
 
-use crate::config::{SyncerConfig, password};
-use crate::error::{SyncError, db};
+use crate::config::SyncerConfig;
+use crate::connect::Connector;
+use crate::error::SyncError;
 use crate::schema;
 use crate::source::Source;
 use crate::writer::Writer;
@@ -340,26 +341,9 @@ fn lower_priority() {
     }
 }
 
-/// Connect, bounding the whole handshake: the driver's `connect_timeout`
-/// only covers the TCP connect, and a server that accepts but never answers
-/// would otherwise hang the syncer forever. The attempt runs on a helper
-/// thread that is abandoned (and finishes on its own) after the bound.
-pub(crate) fn connect_bounded(pg: &postgres::Config, secret: Option<&str>) -> Result<Client, SyncError> {
-    let bound = pg.get_connect_timeout().copied().unwrap_or(Duration::from_secs(5)) + Duration::from_secs(5);
-    let (tx, rx) = bounded(1);
-    let config = pg.clone();
-    std::thread::Builder::new()
-        .name("ringmetrics-connect".into())
-        .spawn(move || {
-            let _ = tx.send(config.connect(NoTls));
-        })
-        .map_err(|e| SyncError::Database(format!("cannot start a connection thread: {e}")))?;
-    match rx.recv_timeout(bound) {
-        Ok(result) => result.map_err(|e| db(&e, secret)),
-        Err(_) => Err(SyncError::Database(format!(
-            "the server did not complete the connection within {bound:?}"
-        ))),
-    }
+/// Connect, bounding the whole handshake (see `connect.rs`).
+pub(crate) fn connect_bounded(pg: &Connector) -> Result<Client, SyncError> {
+    pg.connect()
 }
 
 /// How long to wait before the next flush after `failures` failed flushes
@@ -376,8 +360,7 @@ pub(crate) fn backoff(interval: Duration, max_backoff: Duration, failures: u32) 
 /// Everything the thread owns.
 struct State {
     config: SyncerConfig,
-    pg: postgres::Config,
-    secret: Option<String>,
+    pg: Connector,
     client: Option<Client>,
     /// The tables were found (or created) at version 2; checked once per
     /// syncer, again only after a write finds a table missing.
@@ -387,13 +370,11 @@ struct State {
 }
 
 impl State {
-    fn new(config: SyncerConfig, pg: postgres::Config, status: Arc<Mutex<SyncStatus>>) -> Self {
-        let secret = password(&pg);
-        let writer = Writer::new(config.prefix.clone(), secret.clone(), config.retention_secs);
+    fn new(config: SyncerConfig, pg: Connector, status: Arc<Mutex<SyncStatus>>) -> Self {
+        let writer = Writer::new(config.prefix.clone(), pg.secret(), pg.timeouts(), config.retention_secs);
         State {
             config,
             pg,
-            secret,
             client: None,
             schema_checked: false,
             writer,
@@ -463,17 +444,12 @@ impl State {
             self.client = None;
         }
         if self.client.is_none() {
-            let client = connect_bounded(&self.pg, self.secret.as_deref())?;
+            let client = connect_bounded(&self.pg)?;
             self.client = Some(client);
         }
         let client = self.client.as_mut().expect("connected above");
         if !self.schema_checked {
-            schema::ensure(
-                client,
-                &self.config.prefix,
-                self.config.create_schema,
-                self.secret.as_deref(),
-            )?;
+            schema::ensure(client, &self.config.prefix, self.config.create_schema, &self.pg)?;
             self.schema_checked = true;
         }
         Ok(client)

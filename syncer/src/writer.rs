@@ -12,9 +12,11 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use postgres::Client;
+use postgres::types::Type;
 use ringmetrics::Kind;
 
 use crate::config::ident;
+use crate::connect::{Timeouts, begin};
 use crate::error::{SyncError, db};
 use crate::source::{Change, Source};
 use crate::thread::FlushReport;
@@ -106,6 +108,8 @@ fn upsert_sql(metrics: &str) -> String {
 pub(crate) struct Writer {
     prefix: String,
     secret: Option<String>,
+    /// `SET LOCAL` timeouts of every write transaction.
+    timeouts: Timeouts,
     /// Chancy's retention per resolution, seconds (finest first).
     retention_secs: [i64; 4],
     pub(crate) sources: Vec<Source>,
@@ -117,10 +121,11 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
-    pub(crate) fn new(prefix: String, secret: Option<String>, retention_secs: [i64; 4]) -> Self {
+    pub(crate) fn new(prefix: String, secret: Option<String>, timeouts: Timeouts, retention_secs: [i64; 4]) -> Self {
         Writer {
             prefix,
             secret,
+            timeouts,
             retention_secs,
             sources: Vec::new(),
             pending: Vec::new(),
@@ -239,7 +244,9 @@ impl Writer {
             }
             insert |= !source.known(change.id);
         }
-        let mut tx = client.transaction().map_err(err)?;
+        // Unnamed statements only (execute_typed / query_typed), inside a
+        // transaction with the syncer's SET LOCAL timeouts: PgBouncer-safe.
+        let mut tx = begin(client, &self.timeouts).map_err(err)?;
         // Definitions: insert only when some key of the batch has never been
         // seen in the catalog (an insert of existing keys still burns a
         // sequence value per key), then lock them all FOR KEY SHARE so a
@@ -248,7 +255,7 @@ impl Writer {
         let stored = loop {
             if insert {
                 report.definitions_created += tx
-                    .execute(
+                    .execute_typed(
                         &format!(
                             "INSERT INTO {definitions} (key, metric_type, unit)
                              SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS i(key, metric_type, unit)
@@ -256,17 +263,21 @@ impl Writer {
                              ORDER BY 1
                              ON CONFLICT (key) DO NOTHING"
                         ),
-                        &[&keys, &types, &units],
+                        &[
+                            (&keys, Type::TEXT_ARRAY),
+                            (&types, Type::TEXT_ARRAY),
+                            (&units, Type::TEXT_ARRAY),
+                        ],
                     )
                     .map_err(err)?;
             }
             let stored = tx
-                .query(
+                .query_typed(
                     &format!(
                         "SELECT id, key, metric_type, unit FROM {definitions}
                          WHERE key = ANY($1) ORDER BY id FOR KEY SHARE"
                     ),
-                    &[&keys],
+                    &[(&keys, Type::TEXT_ARRAY)],
                 )
                 .map_err(err)?;
             if stored.len() == keys.len() {
@@ -301,24 +312,24 @@ impl Writer {
         let written = if cols.metric_ids.is_empty() {
             0
         } else {
-            tx.execute(
+            tx.execute_typed(
                 &upsert_sql(&metrics),
                 &[
-                    &cols.metric_ids,
-                    &cols.resolutions,
-                    &cols.chunks,
-                    &cols.offs,
-                    &cols.lens,
-                    &cols.kinds,
-                    &cols.sessions,
-                    &cols.workers,
-                    &cols.starts,
-                    &cols.counts,
-                    &cols.totals,
-                    &cols.mins,
-                    &cols.maxs,
-                    &cols.gauges,
-                    &cols.sampled,
+                    (&cols.metric_ids, Type::INT8_ARRAY),
+                    (&cols.resolutions, Type::INT4_ARRAY),
+                    (&cols.chunks, Type::TIMESTAMPTZ_ARRAY),
+                    (&cols.offs, Type::INT4_ARRAY),
+                    (&cols.lens, Type::INT4_ARRAY),
+                    (&cols.kinds, Type::INT4_ARRAY),
+                    (&cols.sessions, Type::UUID_ARRAY),
+                    (&cols.workers, Type::TEXT_ARRAY),
+                    (&cols.starts, Type::TIMESTAMPTZ_ARRAY),
+                    (&cols.counts, Type::INT8_ARRAY),
+                    (&cols.totals, Type::FLOAT8_ARRAY),
+                    (&cols.mins, Type::FLOAT8_ARRAY),
+                    (&cols.maxs, Type::FLOAT8_ARRAY),
+                    (&cols.gauges, Type::FLOAT8_ARRAY),
+                    (&cols.sampled, Type::TIMESTAMPTZ_ARRAY),
                 ],
             )
             .map_err(err)?

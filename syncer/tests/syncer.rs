@@ -563,7 +563,7 @@ fn passwords_never_appear_in_errors() {
     let e = Syncer::start(
         agg,
         SyncerConfig {
-            prefix: "bad-prefix;".into(),
+            prefix: "bad\0prefix".into(),
             ..SyncerConfig::new(dsn())
         },
     )

@@ -48,6 +48,14 @@ psql_drop c_abi_
 "$out/test_abi" "$RINGMETRICS_DSN"
 psql_drop c_abi_
 
+# Connecting like libpq: TLS modes and redaction, against a throwaway TLS
+# cluster (test CA, SCRAM user).
+tlsdir=$(mktemp -d /tmp/ringmetrics-c-tls.XXXXXX)
+tlsport=$(scripts/pg-tls.sh start "$tlsdir")
+cc -std=c11 -Wall -Wextra -Wpedantic -Werror $san -I include tests/c/test_connect.c $libs -o "$out/test_connect"
+"$out/test_connect" "$tlsport" "$tlsdir/ca.crt" || { scripts/pg-tls.sh stop "$tlsdir"; rm -rf "$tlsdir"; exit 1; }
+scripts/pg-tls.sh stop "$tlsdir"; rm -rf "$tlsdir"
+
 # The C++ worker records like a Chancy worker and syncs; a Python worker
 # with Chancy's own plugin records the same keys; Chancy's get_metrics must
 # read back the exact merged values.

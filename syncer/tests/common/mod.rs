@@ -180,8 +180,9 @@ pub fn commit_cutter() -> CommitCutter {
     };
     let port = upstream.get_ports().first().copied().unwrap_or(5432);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // sslmode=disable: the proxy reads the server's messages, so no TLS.
     let mut proxied = format!(
-        "host=127.0.0.1 port={} user={} dbname={}",
+        "host=127.0.0.1 port={} user={} dbname={} sslmode=disable",
         listener.local_addr().unwrap().port(),
         upstream.get_user().unwrap_or("postgres"),
         upstream.get_dbname().unwrap_or("postgres")

@@ -7,7 +7,7 @@
 //! - [`Kind`]: counters sum, gauges keep the latest value, histograms keep
 //!   count, sum, min and max.
 //! - [`Config`]: capacity, key space and ring depth per [`Resolution`], all
-//!   allocated once.
+//!   allocated once, fallibly, as lazily zeroed memory (`mem.rs`).
 //! - [`Clock`], [`SystemClock`], [`ManualClock`]: where time comes from.
 //!
 //! # Reading
@@ -34,6 +34,7 @@ mod config;
 mod drops;
 mod error;
 mod kind;
+mod mem;
 mod registry;
 mod resolution;
 mod series;
@@ -45,7 +46,9 @@ pub mod validate;
 pub use aggregator::{Aggregator, Series};
 pub use bucket::{Bucket, SeriesData, SeriesVersion};
 pub use clock::{Builtin, Clock, ManualClock, Nanos, OverridableClock, SystemClock};
-pub use config::{Config, DEFAULT_BUCKETS, DEFAULT_WRITERS, MAX_BUCKETS, MAX_SERIES, MAX_WRITERS};
+pub use config::{
+    Config, DEFAULT_BUCKETS, DEFAULT_WRITERS, MAX_BUCKETS, MAX_KEY_BYTES, MAX_RESERVED_BYTES, MAX_SERIES, MAX_WRITERS,
+};
 pub use drops::{DropReason, Drops};
 pub use error::Error;
 pub use kind::Kind;

@@ -47,6 +47,7 @@
 use crate::bucket::{Bucket, SeriesData, SeriesVersion};
 use crate::clock::Nanos;
 use crate::drops::DropCounters;
+use crate::mem::Zeroed;
 use crate::stripe::Stripe;
 use crate::sync::{AtomicI64, AtomicPair, AtomicU64, Ordering, Spin, b, f, fence};
 use crate::{Kind, Resolution, thread_slot};
@@ -91,6 +92,28 @@ pub(crate) struct Accumulator {
     /// Even when the rings are quiet; odd while the `EXCLUSIVE` holder
     /// writes them. Readers retry when it moved.
     seq: AtomicU64,
+}
+
+/// An accumulator on its own cache line(s), as the aggregator stores them.
+pub(crate) type PaddedAccumulator = crossbeam_utils::CachePadded<Accumulator>;
+
+// SAFETY: `Accumulator` holds only std atomics and a
+// `portable_atomic::AtomicU128`, all valid at zero bits; `CachePadded` only
+// adds alignment. Zero is the documented "never used" state (minute 0).
+unsafe impl crate::mem::Zeroable for PaddedAccumulator {
+    #[cfg(loom)]
+    fn empty() -> Self {
+        crossbeam_utils::CachePadded::new(Accumulator::new())
+    }
+}
+
+// SAFETY: `Slot` holds only std atomics, valid at zero; bucket tag 0 is the
+// documented "never used" state.
+unsafe impl crate::mem::Zeroable for Slot {
+    #[cfg(loom)]
+    fn empty() -> Self {
+        Slot::new()
+    }
 }
 
 /// One ring slot: a bucket's absolute values, tagged with its bucket.
@@ -167,7 +190,7 @@ impl Slot {
 pub(crate) struct SeriesRef<'a> {
     pub(crate) acc: &'a Accumulator,
     /// Every series' slots, per resolution.
-    pub(crate) all_rings: &'a [Box<[Slot]>; 4],
+    pub(crate) all_rings: &'a [Zeroed<Slot>; 4],
     /// Ring depth per resolution.
     pub(crate) depths: &'a [usize; 4],
     /// Every series' writer stripes: stripe `w` of series `i` is

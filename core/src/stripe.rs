@@ -42,6 +42,15 @@ pub(crate) struct Stripe {
     sampled_at: AtomicI64,
 }
 
+// SAFETY: `Stripe` holds only std atomics, valid at zero; minute 0 and seq 0
+// are the documented "empty, never written" state.
+unsafe impl crate::mem::Zeroable for Stripe {
+    #[cfg(loom)]
+    fn empty() -> Self {
+        Stripe::new()
+    }
+}
+
 /// A stripe's contents, read by its owner or through the seqlock.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct StripeData {

@@ -206,10 +206,32 @@ impl Aggregator {
         self.len() == 0
     }
 
-    /// Record `value` into a series at the clock's time.
+    /// The clock's time at the precision a gauge's `sampled_at` needs
+    /// ([`Clock::now_precise`]): the latest gauge sample wins by it.
+    #[inline]
+    pub fn now_precise(&self) -> Nanos {
+        match &self.builtin {
+            Some(b) => b.now_precise(),
+            None => self.clock.now_precise(),
+        }
+    }
+
+    /// The time a record of `kind` at the clock's time is stamped with:
+    /// precise for a gauge, coarse otherwise (see `clock.rs`).
+    #[inline(always)]
+    fn now_for(&self, kind: Kind) -> Nanos {
+        if kind == Kind::Gauge {
+            self.now_precise()
+        } else {
+            self.now()
+        }
+    }
+
+    /// Record `value` into a series at the clock's time (for a gauge, the
+    /// precise time: see [`Aggregator::now_precise`]).
     #[inline]
     pub fn record(&self, series: Series, value: f64) -> Result<(), Error> {
-        let now = self.now();
+        let now = self.now_for(series.kind);
         if self.record_in_stripe(series, value, now) {
             return Ok(());
         }
@@ -262,7 +284,7 @@ impl Aggregator {
     /// if new) at the clock's time.
     #[inline]
     pub fn record_key(&self, kind: Kind, key: &str, unit: &str, value: f64) -> Result<(), Error> {
-        let now = self.now();
+        let now = self.now_for(kind);
         self.record_key_inner(kind, key, unit, value, now, now)
             .map_err(|e| self.count(e))
     }

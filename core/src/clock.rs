@@ -10,6 +10,7 @@
 //!   is informational), so it reads the kernel's coarse realtime clock
 //!   ([`SystemClock::now`], `CLOCK_REALTIME_COARSE`: about 3 ns, with the
 //!   kernel tick's resolution, 4 ms here).
+//!
 //! [`ManualClock`] is for tests and demos: time stands still until moved.
 
 use std::sync::Arc;

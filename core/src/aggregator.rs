@@ -101,6 +101,7 @@ impl Aggregator {
     /// when the system refuses the memory; it never aborts.
     pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Aggregator, Error> {
         config.validate()?;
+        crate::fork::install();
         let sizes = config.sizes().ok_or(Error::AllocationFailed {
             what: "aggregator",
             bytes: usize::MAX,
@@ -458,6 +459,14 @@ impl Aggregator {
     pub fn version(&self, series: Series) -> Result<SeriesVersion, Error> {
         self.check(series)?;
         Ok(self.series_ref(series.id, series.kind).version())
+    }
+
+    /// How many tries a consistent read of `series` takes now (at most
+    /// [`crate::OPTIMISTIC_READS`] + 1). For tests of that bound.
+    #[doc(hidden)]
+    pub fn read_tries(&self, series: Series) -> Result<u32, Error> {
+        self.check(series)?;
+        Ok(self.series_ref(series.id, series.kind).read_tries())
     }
 
     fn check(&self, series: Series) -> Result<(), Error> {

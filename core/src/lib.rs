@@ -33,6 +33,7 @@ mod clock;
 mod config;
 mod drops;
 mod error;
+mod fork;
 mod kind;
 mod mem;
 mod registry;
@@ -51,9 +52,11 @@ pub use config::{
 };
 pub use drops::{DropReason, Drops};
 pub use error::Error;
+pub use fork::QUIESCE_LIMIT as FORK_QUIESCE_LIMIT;
 pub use kind::Kind;
 pub use registry::SeriesInfo;
 pub use resolution::{CHUNK_BUCKETS, Resolution};
+pub use series::OPTIMISTIC_READS;
 
 /// The writer slot the current thread holds (its stripe index in every
 /// aggregator), if it has recorded and holds one. For tests and diagnostics.

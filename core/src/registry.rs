@@ -186,11 +186,16 @@ impl Registry {
         let info = match self.find(key.as_bytes(), hash) {
             Ok((_, info)) => info,
             Err(_) => {
+                // Never inside the lock at a fork (`fork.rs`).
+                crate::fork::enter();
                 let mut used = self.writer.lock();
-                match self.find(key.as_bytes(), hash) {
-                    Ok((_, info)) => info,
-                    Err(slot) => self.insert(&mut used, slot, hash, key, kind, unit)?,
-                }
+                let found = match self.find(key.as_bytes(), hash) {
+                    Ok((_, info)) => Ok(info),
+                    Err(slot) => self.insert(&mut used, slot, hash, key, kind, unit),
+                };
+                drop(used);
+                crate::fork::exit();
+                found?
             }
         };
         if info.kind != kind || info.unit != unit {

@@ -53,6 +53,24 @@ impl Series {
 
 /// A fixed-capacity, multi-resolution aggregator with Chancy's semantics.
 ///
+/// # Reads under load
+/// A read ([`Aggregator::snapshot`], [`Aggregator::read_series`],
+/// [`Aggregator::version`]) retries at most [`crate::OPTIMISTIC_READS`]
+/// times while writers change the series, then holds that series' writers
+/// off for the one read that follows, so it always completes.
+///
+/// # fork()
+/// After `fork()` the child records and reads at once; nothing it inherited
+/// mid-write makes it wait. Handlers installed by the first
+/// `Aggregator::new` (`pthread_atfork`) wait before the fork, at most
+/// [`crate::FORK_QUIESCE_LIMIT`], for folds, locked reads and registrations
+/// to end and hold new ones off; in the child, the writer stripes of the
+/// threads that did not survive are retired, and each series' first user
+/// repairs what those threads left in flight by discarding it (at most the
+/// pending minute of the threads the child does not have: the parent still
+/// holds it). The child's data is a copy of the parent's: a syncer in the
+/// child must not write it again as its own.
+///
 /// All memory is reserved in [`Aggregator::new`], fallibly and as lazily
 /// zeroed pages (a series' pages become resident once it is used); recording
 /// never allocates and never takes a lock except to register a new key. Share it

@@ -750,7 +750,6 @@ impl SeriesRef<'_> {
     /// accumulator's bucket, then each non-empty stripe's, at 1min. Also
     /// returns how many tries it took (at most `OPTIMISTIC_READS + 1`).
     fn read_consistent<T>(&self, mut visit: impl FnMut(&[Bucket]) -> T) -> (T, SeriesVersion, u32) {
-        let acc = self.acc;
         self.check_generation();
         let spin = Spin::new();
         let mut pending = [EMPTY; MAX_WRITERS + 1];
@@ -761,6 +760,19 @@ impl SeriesRef<'_> {
             spin.wait();
         }
         // Writers changed the series under every try: hold them off.
+        let (out, version) = self.read_locked(&mut visit, &mut pending);
+        (out, version, OPTIMISTIC_READS + 1)
+    }
+
+    /// The locked read of [`SeriesRef::read_consistent`] (see "Reading").
+    #[cold]
+    #[inline(never)]
+    fn read_locked<T>(
+        &self,
+        visit: &mut impl FnMut(&[Bucket]) -> T,
+        pending: &mut [Bucket; MAX_WRITERS + 1],
+    ) -> (T, SeriesVersion) {
+        let acc = self.acc;
         let count = self.lock_with(false);
         for stripe in self.stripes() {
             stripe.freeze();
@@ -792,11 +804,12 @@ impl SeriesRef<'_> {
             count,
             stripes,
         };
-        (out, version, OPTIMISTIC_READS + 1)
+        (out, version)
     }
 
     /// One optimistic try of [`SeriesRef::read_consistent`]: `None` if
     /// anything changed under it.
+    #[inline(always)]
     fn try_read<T>(
         &self,
         visit: &mut impl FnMut(&[Bucket]) -> T,

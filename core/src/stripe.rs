@@ -261,6 +261,7 @@ impl Stripe {
     /// is bounded only when the stripe is frozen (at most the owner's one
     /// write in flight). A stripe left mid-write by a writer that died in a
     /// fork (`fork.rs`) never changes again and reads as empty.
+    #[inline]
     pub(crate) fn read(&self, w: usize, tries: Option<u32>) -> Option<(StripeData, u64)> {
         let spin = Spin::new();
         let mut left = tries.unwrap_or(u32::MAX);

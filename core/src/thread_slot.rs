@@ -49,7 +49,7 @@ mod imp {
     /// than the forking one: its owner does not exist in this process.
     static DEAD: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
 
-    #[cfg_attr(miri, allow(dead_code))] // no fork under Miri
+    #[cfg(not(miri))] // no fork under Miri (`fork.rs`)
     /// In a fork child's handler (one thread): every taken slot but the
     /// forking thread's is dead, and stays taken.
     pub(crate) fn after_fork_in_child() {
@@ -251,6 +251,6 @@ mod imp {
     }
 }
 
-#[cfg(all(unix, not(loom)))]
+#[cfg(all(unix, not(loom), not(miri)))]
 pub(crate) use imp::after_fork_in_child;
 pub(crate) use imp::{current, is_dead, peek};

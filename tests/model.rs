@@ -546,10 +546,15 @@ pub mod configs {
     /// layout documents them: accumulator (128), slots (56 per bucket),
     /// stripes (64 per writer), registry (16 table + 8 metadata).
     fn reserved(c: &Config) -> Option<u128> {
+        // Fields of any size: u128 holds every sum of the caps, not of
+        // arbitrary `usize`s, so still checked.
         let n = c.capacity as u128;
         let slots: u128 = c.buckets.iter().map(|&b| b as u128).sum();
-        let table = (n * 2).next_power_of_two().max(2);
-        Some(n * 128 + n * slots * 56 + n * c.writers as u128 * 64 + table * 8 + n * 8 + c.key_bytes as u128)
+        let table = n.checked_mul(2)?.checked_next_power_of_two()?.max(2);
+        let per_series = slots.checked_mul(56)?.checked_add(128 + 8 + c.writers as u128 * 64)?;
+        n.checked_mul(per_series)?
+            .checked_add(table.checked_mul(8)?)?
+            .checked_add(c.key_bytes as u128)
     }
 
     /// The first field that breaks a rule, by the documented caps.
@@ -569,7 +574,7 @@ pub mod configs {
         if !(0..=86_400).contains(&c.max_future_secs) {
             return Some("max_future_secs");
         }
-        if reserved(c)? > MAX_RESERVED_BYTES as u128 {
+        if reserved(c).is_none_or(|b| b > MAX_RESERVED_BYTES as u128) {
             return Some("capacity");
         }
         None

@@ -6,7 +6,8 @@
 //! Linux and the other Unixes a large one is a private anonymous mapping
 //! with `MAP_NORESERVE`: the kernel hands out zero pages on first touch, so
 //! the pages of series that are never used are never resident, whatever the
-//! alignment of the element type. A small one (and every one under Miri)
+//! alignment of the element type (and `MADV_NOHUGEPAGE`, so that holds with
+//! transparent huge pages set to "always" too). A small one (and every one under Miri)
 //! comes from `std::alloc::alloc_zeroed`. Both report failure as
 //! [`Error::AllocationFailed`]; nothing here aborts. Sizes are computed with
 //! checked arithmetic by the caller ([`crate::config`]) and again here.
@@ -107,6 +108,15 @@ impl<T: Zeroable> Zeroed<T> {
             };
             if p == libc::MAP_FAILED {
                 return Err(fail(layout.size()));
+            }
+            // Keep pages small even where transparent huge pages are on for
+            // every mapping ("always"): a 2 MiB page would make the series
+            // around a used one resident too. Advice only: a failure is
+            // harmless.
+            #[cfg(target_os = "linux")]
+            // SAFETY: `p` / `size` are the mapping just made.
+            unsafe {
+                libc::madvise(p, layout.size(), libc::MADV_NOHUGEPAGE);
             }
             // Page-aligned and zero-filled by the kernel; not null (MAP_FAILED
             // is the only failure value).

@@ -34,10 +34,27 @@ fn measure(name: &str, config: Config) {
     );
 }
 
+/// Resident bytes right after construction, before any series is used.
+fn construction(capacity: usize) {
+    let before = resident_bytes();
+    let agg = Aggregator::new(Config::with_capacity(capacity)).unwrap();
+    let after = resident_bytes();
+    println!(
+        "| {capacity} | {:.1} MiB | {:.2} MiB |",
+        agg.allocated_bytes() as f64 / 1048576.0,
+        after.saturating_sub(before) as f64 / 1048576.0,
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` / cargo test --benches
     }
+    println!("| series capacity (default config) | reserved | resident right after construction |");
+    println!("|---:|---:|---:|");
+    construction(10_000);
+    construction(1_000_000);
+    println!();
     println!(
         "| rings (1min/5min/1hour/1day) | reserved bytes per series | reserved for 10,240 series | resident after 10,000 series x 2 h | resident bytes per used series |"
     );

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build every fuzz target and run each for SECONDS (default 20), bounded and
-# self-stopping; exits non-zero on the first crash (the reproducer is left in
+# self-stopping (every target `cargo fuzz list` names: validation, config,
+# record_sequence, c_abi); exits non-zero on the first crash (the reproducer is left in
 # fuzz/artifacts/<target>/). The project's test command runs `fuzz/run.sh 15`.
 #
 # Needs the nightly toolchain and cargo-fuzz; installs cargo-fuzz (pinned)

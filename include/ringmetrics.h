@@ -58,6 +58,9 @@ typedef enum {
   RM_INVALID_ARGUMENT = 18,
   // The aggregator has no manual clock.
   RM_NOT_MANUAL_CLOCK = 19,
+  // The system refused the memory a configuration needs (see
+  // `rm_last_error_detail` for how much).
+  RM_OUT_OF_MEMORY = 20,
   // Rust panicked; the operation did not complete.
   RM_PANIC = 100,
 } rm_result;

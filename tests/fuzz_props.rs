@@ -189,3 +189,44 @@ fn concurrent_record_key_counts_every_refusal() {
     assert!(agg.increment_counter("one.too.many", 1.0).is_err());
     assert_eq!(agg.drops().get(DropReason::CapacityExhausted), 1);
 }
+
+/// Configurations around every cap and the total: built exactly when the
+/// rules allow, refused naming the first bad field, never an abort.
+fn config() -> impl Strategy<Value = ringmetrics::Config> {
+    use ringmetrics::{MAX_BUCKETS, MAX_KEY_BYTES, MAX_SERIES, MAX_WRITERS};
+    let size = |cap: usize| {
+        prop_oneof![
+            12 => 1usize..64,
+            1 => Just(0usize),
+            1 => Just(cap),
+            1 => Just(cap + 1),
+            1 => 0usize..=cap,
+            1 => Just(usize::MAX),
+        ]
+    };
+    (
+        size(MAX_SERIES),
+        size(MAX_KEY_BYTES),
+        prop::array::uniform4(size(MAX_BUCKETS)),
+        size(MAX_WRITERS),
+        prop_oneof![Just(60i64), Just(-1), Just(86_400), Just(86_401), any::<i64>()],
+    )
+        .prop_map(
+            |(capacity, key_bytes, buckets, writers, max_future_secs)| ringmetrics::Config {
+                capacity,
+                key_bytes,
+                buckets,
+                max_future_secs,
+                writers,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn configurations_build_or_refuse_by_the_rules(c in config()) {
+        ringmetrics_tests::model::configs::check(c, 64 << 20).map_err(TestCaseError::fail)?;
+    }
+}

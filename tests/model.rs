@@ -528,3 +528,117 @@ pub mod rules {
         Ok(())
     }
 }
+
+/// Configurations: an independent statement of the caps
+/// (`ringmetrics::config`), and what building an aggregator from any
+/// configuration may do: succeed exactly when every rule holds (or fail
+/// with `AllocationFailed` when the system refuses the memory), refuse with
+/// `InvalidConfig` naming the first bad field, never panic or abort.
+pub mod configs {
+    use std::sync::Arc;
+
+    use ringmetrics::{
+        Aggregator, Config, Error, Kind, MAX_BUCKETS, MAX_KEY_BYTES, MAX_RESERVED_BYTES, MAX_SERIES, MAX_WRITERS,
+        ManualClock, Resolution,
+    };
+
+    /// Bytes of one series' share of each array at these sizes, as the
+    /// layout documents them: accumulator (128), slots (56 per bucket),
+    /// stripes (64 per writer), registry (16 table + 8 metadata).
+    fn reserved(c: &Config) -> Option<u128> {
+        // Fields of any size: u128 holds every sum of the caps, not of
+        // arbitrary `usize`s, so still checked.
+        let n = c.capacity as u128;
+        let slots: u128 = c.buckets.iter().map(|&b| b as u128).sum();
+        let table = n.checked_mul(2)?.checked_next_power_of_two()?.max(2);
+        let per_series = slots.checked_mul(56)?.checked_add(128 + 8 + c.writers as u128 * 64)?;
+        n.checked_mul(per_series)?
+            .checked_add(table.checked_mul(8)?)?
+            .checked_add(c.key_bytes as u128)
+    }
+
+    /// The first field that breaks a rule, by the documented caps.
+    pub fn first_bad_field(c: &Config) -> Option<&'static str> {
+        if c.capacity == 0 || c.capacity > MAX_SERIES {
+            return Some("capacity");
+        }
+        if c.key_bytes == 0 || c.key_bytes > MAX_KEY_BYTES {
+            return Some("key_bytes");
+        }
+        if c.buckets.iter().any(|&b| b == 0 || b > MAX_BUCKETS) {
+            return Some("buckets");
+        }
+        if c.writers > MAX_WRITERS {
+            return Some("writers");
+        }
+        if !(0..=86_400).contains(&c.max_future_secs) {
+            return Some("max_future_secs");
+        }
+        if reserved(c).is_none_or(|b| b > MAX_RESERVED_BYTES as u128) {
+            return Some("capacity");
+        }
+        None
+    }
+
+    /// Build an aggregator from `c` and check the outcome against the rules;
+    /// when it is built and small enough to use quickly (`use_below`
+    /// reserved bytes), record into it and read back.
+    pub fn check(c: Config, use_below: usize) -> Result<(), String> {
+        let expected = first_bad_field(&c);
+        if c.reserved_bytes().map(|b| b as u128) != reserved(&c).filter(|&b| b <= usize::MAX as u128) {
+            return Err(format!(
+                "{c:?}: reserved_bytes {:?} vs {:?}",
+                c.reserved_bytes(),
+                reserved(&c)
+            ));
+        }
+        let clock = ManualClock::from_secs(1_767_225_600);
+        match (Aggregator::with_clock(c.clone(), Arc::new(clock.clone())), expected) {
+            (Err(Error::InvalidConfig { field, reason }), Some(bad)) => {
+                if field != bad || reason.is_empty() {
+                    return Err(format!("{c:?}: refused `{field}` ({reason}), expected `{bad}`"));
+                }
+                Ok(())
+            }
+            (Err(Error::AllocationFailed { bytes, .. }), None) if bytes > 0 => Ok(()),
+            (Ok(agg), None) => {
+                if Some(agg.allocated_bytes()) != c.reserved_bytes() {
+                    return Err(format!("{c:?}: allocated {} bytes", agg.allocated_bytes()));
+                }
+                if agg.allocated_bytes() > use_below {
+                    return Ok(());
+                }
+                let mut series = Vec::new();
+                for i in 0..c.capacity.min(3) {
+                    match agg.register(Kind::Histogram, &format!("k{i}"), "ms") {
+                        Ok(s) => series.push(s),
+                        // Key space is a cap of its own: "k0" and "ms" take 4 bytes.
+                        Err(Error::CapacityExhausted { what: "key_bytes", .. }) if c.key_bytes < 4 * (i + 1) => {}
+                        Err(e) => return Err(format!("{c:?}: register {i}: {e}")),
+                    }
+                }
+                for _ in 0..3 {
+                    for &s in &series {
+                        agg.record(s, 1.0).map_err(|e| format!("{c:?}: record: {e}"))?;
+                    }
+                    clock.advance_secs(60);
+                }
+                for &s in &series {
+                    let b = agg
+                        .snapshot(s, Resolution::Min1, 0, i64::MAX / 2)
+                        .map_err(|e| format!("{c:?}: snapshot: {e}"))?;
+                    let count: u64 = b.iter().map(|b| b.count).sum();
+                    let want = 3.min(c.buckets[0] as u64);
+                    if count != want {
+                        return Err(format!("{c:?}: {count} records read back, expected {want}"));
+                    }
+                }
+                Ok(())
+            }
+            (got, expected) => Err(format!(
+                "{c:?}: got {:?}, expected failure of {expected:?}",
+                got.map(|_| ())
+            )),
+        }
+    }
+}

@@ -3,15 +3,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32 as StdAtomicU32, Ordering as StdOrdering};
 
-use crossbeam_utils::CachePadded;
-
 use crate::bucket::{Bucket, SeriesData, SeriesVersion};
 use crate::clock::{Builtin, Clock, Nanos, SystemClock};
 use crate::config::Config;
 use crate::drops::{DropCounters, DropReason, Drops};
 use crate::error::Error;
+use crate::mem::Zeroed;
 use crate::registry::{Registry, SeriesInfo};
-use crate::series::{Accumulator, Outcome, SeriesRef, Slot};
+use crate::series::{Outcome, PaddedAccumulator, SeriesRef, Slot};
 use crate::session::Session;
 use crate::stripe::Stripe;
 use crate::{Kind, Resolution, thread_slot, validate};
@@ -55,8 +54,27 @@ impl Series {
 
 /// A fixed-capacity, multi-resolution aggregator with Chancy's semantics.
 ///
-/// All memory is allocated in [`Aggregator::new`]; recording never
-/// allocates and never takes a lock except to register a new key. Share it
+/// # Reads under load
+/// A read ([`Aggregator::snapshot`], [`Aggregator::read_series`],
+/// [`Aggregator::version`]) retries at most [`crate::OPTIMISTIC_READS`]
+/// times while writers change the series, then holds that series' writers
+/// off for the one read that follows, so it always completes.
+///
+/// # fork()
+/// After `fork()` the child records and reads at once; nothing it inherited
+/// mid-write makes it wait. Handlers installed by the first
+/// `Aggregator::new` (`pthread_atfork`) wait before the fork, at most
+/// [`crate::FORK_QUIESCE_LIMIT`], for folds, locked reads and registrations
+/// to end and hold new ones off; in the child, the writer stripes of the
+/// threads that did not survive are retired, and each series' first user
+/// repairs what those threads left in flight by discarding it (at most the
+/// pending minute of the threads the child does not have: the parent still
+/// holds it). The child's data is a copy of the parent's: a syncer in the
+/// child must not write it again as its own.
+///
+/// All memory is reserved in [`Aggregator::new`], fallibly and as lazily
+/// zeroed pages (a series' pages become resident once it is used); recording
+/// never allocates and never takes a lock except to register a new key. Share it
 /// between threads with an `Arc`.
 pub struct Aggregator {
     config: Config,
@@ -65,14 +83,14 @@ pub struct Aggregator {
     builtin: Option<Builtin>,
     registry: Registry,
     /// Per series: the current minute's accumulator.
-    accs: Box<[CachePadded<Accumulator>]>,
+    accs: Zeroed<PaddedAccumulator>,
     /// Per resolution: `capacity * depth` slots; series `i` owns
     /// `[i * depth, (i + 1) * depth)`.
-    rings: [Box<[Slot]>; 4],
+    rings: [Zeroed<Slot>; 4],
     /// `writers * capacity` stripes: stripe `w` of series `i` is at
     /// `w * capacity + i`, so one thread's stripes are contiguous and two
     /// threads never write the same cache line.
-    stripes: Box<[Stripe]>,
+    stripes: Zeroed<Stripe>,
     drops: DropCounters,
     /// Distinguishes this aggregator's handles from another's.
     owner: u32,
@@ -98,15 +116,30 @@ impl Aggregator {
     }
 
     /// An aggregator on the given clock (a [`crate::ManualClock`] in tests).
+    ///
+    /// Fails with [`Error::InvalidConfig`] when a field or the total is above
+    /// its cap ([`Config::validate`]), and with [`Error::AllocationFailed`]
+    /// when the system refuses the memory; it never aborts.
     pub fn with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Aggregator, Error> {
         config.validate()?;
+        crate::fork::install();
+        let sizes = config.sizes().ok_or(Error::AllocationFailed {
+            what: "aggregator",
+            bytes: usize::MAX,
+        })?;
         let owner = NEXT_OWNER.fetch_add(1, StdOrdering::Relaxed);
         let seed = (owner as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (clock.now() as u64);
+        let [r0, r1, r2, r3] = sizes.rings;
         Ok(Aggregator {
-            registry: Registry::new(config.capacity, config.key_bytes, seed),
-            accs: alloc::accumulators(config.capacity),
-            rings: std::array::from_fn(|r| alloc::slots(config.capacity * config.buckets[r])),
-            stripes: alloc::stripes(config.capacity * config.writers),
+            registry: Registry::new(config.capacity, sizes.table, config.key_bytes, seed)?,
+            accs: Zeroed::new(config.capacity, "accumulators")?,
+            rings: [
+                Zeroed::new(r0, "1min ring slots")?,
+                Zeroed::new(r1, "5min ring slots")?,
+                Zeroed::new(r2, "1hour ring slots")?,
+                Zeroed::new(r3, "1day ring slots")?,
+            ],
+            stripes: Zeroed::new(sizes.stripes, "writer stripes")?,
             drops: DropCounters::new(),
             builtin: clock.builtin(),
             clock,
@@ -202,10 +235,32 @@ impl Aggregator {
         self.len() == 0
     }
 
-    /// Record `value` into a series at the clock's time.
+    /// The clock's time at the precision a gauge's `sampled_at` needs
+    /// ([`Clock::now_precise`]): the latest gauge sample wins by it.
+    #[inline]
+    pub fn now_precise(&self) -> Nanos {
+        match &self.builtin {
+            Some(b) => b.now_precise(),
+            None => self.clock.now_precise(),
+        }
+    }
+
+    /// The time a record of `kind` at the clock's time is stamped with:
+    /// precise for a gauge, coarse otherwise (see `clock.rs`).
+    #[inline(always)]
+    fn now_for(&self, kind: Kind) -> Nanos {
+        if kind == Kind::Gauge {
+            self.now_precise()
+        } else {
+            self.now()
+        }
+    }
+
+    /// Record `value` into a series at the clock's time (for a gauge, the
+    /// precise time: see [`Aggregator::now_precise`]).
     #[inline]
     pub fn record(&self, series: Series, value: f64) -> Result<(), Error> {
-        let now = self.now();
+        let now = self.now_for(series.kind);
         if self.record_in_stripe(series, value, now) {
             return Ok(());
         }
@@ -258,7 +313,7 @@ impl Aggregator {
     /// if new) at the clock's time.
     #[inline]
     pub fn record_key(&self, kind: Kind, key: &str, unit: &str, value: f64) -> Result<(), Error> {
-        let now = self.now();
+        let now = self.now_for(kind);
         self.record_key_inner(kind, key, unit, value, now, now)
             .map_err(|e| self.count(e))
     }
@@ -377,7 +432,9 @@ impl Aggregator {
             Error::Conflict { .. } => DropReason::Conflict,
             Error::Overflow { .. } => DropReason::Overflow,
             Error::CapacityExhausted { .. } => DropReason::CapacityExhausted,
-            Error::UnknownSeries(_) | Error::InvalidConfig { .. } => DropReason::UnknownSeries,
+            Error::UnknownSeries(_) | Error::InvalidConfig { .. } | Error::AllocationFailed { .. } => {
+                DropReason::UnknownSeries
+            }
             // Already counted per resolution (expired / stale).
             Error::NotStored { .. } => return e,
         });
@@ -432,6 +489,14 @@ impl Aggregator {
         Ok(self.series_ref(series.id, series.kind).version())
     }
 
+    /// How many tries a consistent read of `series` takes now (at most
+    /// [`crate::OPTIMISTIC_READS`] + 1). For tests of that bound.
+    #[doc(hidden)]
+    pub fn read_tries(&self, series: Series) -> Result<u32, Error> {
+        self.check(series)?;
+        Ok(self.series_ref(series.id, series.kind).read_tries())
+    }
+
     fn check(&self, series: Series) -> Result<(), Error> {
         if series.owner != self.owner || series.id >= self.registry.len() {
             return Err(Error::UnknownSeries(series.id));
@@ -450,70 +515,18 @@ impl Aggregator {
         self.drops.read()
     }
 
-    /// Bytes this aggregator allocated at construction (address space; pages
+    /// Bytes this aggregator reserved at construction (address space; pages
     /// of unused series are never touched, so resident memory is lower).
     pub fn allocated_bytes(&self) -> usize {
         self.registry.allocated_bytes()
-            + self.accs.len() * std::mem::size_of::<CachePadded<Accumulator>>()
-            + self
-                .rings
-                .iter()
-                .map(|r| r.len() * std::mem::size_of::<Slot>())
-                .sum::<usize>()
-            + self.stripes.len() * std::mem::size_of::<Stripe>()
+            + self.accs.bytes()
+            + self.rings.iter().map(Zeroed::bytes).sum::<usize>()
+            + self.stripes.bytes()
     }
 
     /// Bytes of storage per series at this configuration: accumulator,
     /// writer stripes, ring slots, registry entries and reserved key bytes.
     pub fn bytes_per_series(&self) -> usize {
         self.allocated_bytes() / self.config.capacity
-    }
-}
-
-/// Zeroed allocation of the data arrays: the all-zero bit pattern is a valid
-/// empty accumulator and slot, and large zeroed allocations come straight
-/// from the OS untouched, so resident memory grows only with series in use.
-mod alloc {
-    use super::*;
-
-    #[cfg(not(loom))]
-    pub(super) fn accumulators(n: usize) -> Box<[CachePadded<Accumulator>]> {
-        let b = Box::<[CachePadded<Accumulator>]>::new_zeroed_slice(n);
-        // SAFETY: `Accumulator` holds only std atomics and a
-        // `portable_atomic::AtomicU128`, for which all-zero bits are a valid
-        // value (0); `CachePadded` only adds alignment. Zero is the
-        // documented "never used" state (minute 0).
-        unsafe { b.assume_init() }
-    }
-
-    #[cfg(not(loom))]
-    pub(super) fn slots(n: usize) -> Box<[Slot]> {
-        let b = Box::<[Slot]>::new_zeroed_slice(n);
-        // SAFETY: `Slot` holds only std atomics, valid at zero; bucket tag 0
-        // is the documented "never used" state.
-        unsafe { b.assume_init() }
-    }
-
-    #[cfg(not(loom))]
-    pub(super) fn stripes(n: usize) -> Box<[Stripe]> {
-        let b = Box::<[Stripe]>::new_zeroed_slice(n);
-        // SAFETY: `Stripe` holds only std atomics, valid at zero; minute 0
-        // is the documented "empty" state.
-        unsafe { b.assume_init() }
-    }
-
-    #[cfg(loom)]
-    pub(super) fn stripes(n: usize) -> Box<[Stripe]> {
-        (0..n).map(|_| Stripe::new()).collect()
-    }
-
-    #[cfg(loom)]
-    pub(super) fn accumulators(n: usize) -> Box<[CachePadded<Accumulator>]> {
-        (0..n).map(|_| CachePadded::new(Accumulator::new())).collect()
-    }
-
-    #[cfg(loom)]
-    pub(super) fn slots(n: usize) -> Box<[Slot]> {
-        (0..n).map(|_| Slot::new()).collect()
     }
 }

@@ -17,8 +17,19 @@ pub const MAX_WRITERS: usize = crate::series::MAX_WRITERS;
 pub const MAX_BUCKETS: usize = 1 << 20;
 /// Largest accepted series capacity.
 pub const MAX_SERIES: usize = 1 << 24;
+/// Largest accepted [`Config::key_bytes`] (offsets are 32-bit).
+pub const MAX_KEY_BYTES: usize = u32::MAX as usize;
+/// Largest total the aggregator may reserve, 1 TiB of address space
+/// ([`Config::reserved_bytes`]). Reserved memory is not resident: only pages
+/// of series in use are (a 1,000,000-series aggregator of the defaults
+/// reserves about 34 GB and is a few MiB resident). A configuration above
+/// it is refused as [`Error::InvalidConfig`] naming `capacity`.
+pub const MAX_RESERVED_BYTES: usize = 1 << 40;
 
-/// Aggregator sizes.
+/// Aggregator sizes. Each field has its cap (`MAX_SERIES`, `MAX_KEY_BYTES`,
+/// `MAX_BUCKETS`, `MAX_WRITERS`) and the arrays they size together have
+/// one more ([`MAX_RESERVED_BYTES`]); [`Config::validate`] checks all of
+/// them with checked arithmetic before anything is allocated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// How many distinct series can be registered. Default 4,096.
@@ -80,8 +91,11 @@ impl Config {
         if self.capacity == 0 || self.capacity > MAX_SERIES {
             return bad("capacity", format!("must be 1..={MAX_SERIES}, got {}", self.capacity));
         }
-        if self.key_bytes == 0 || self.key_bytes > u32::MAX as usize {
-            return bad("key_bytes", format!("must be 1..={}, got {}", u32::MAX, self.key_bytes));
+        if self.key_bytes == 0 || self.key_bytes > MAX_KEY_BYTES {
+            return bad(
+                "key_bytes",
+                format!("must be 1..={MAX_KEY_BYTES}, got {}", self.key_bytes),
+            );
         }
         for r in Resolution::ALL {
             let n = self.buckets[r.index()];
@@ -98,6 +112,66 @@ impl Config {
                 format!("must be 0..=86400, got {}", self.max_future_secs),
             );
         }
-        Ok(())
+        match self.sizes() {
+            Some(s) if s.total <= MAX_RESERVED_BYTES => Ok(()),
+            total => bad(
+                "capacity",
+                format!(
+                    "{} series with key_bytes {}, buckets {:?} and {} writers need {} bytes, above the \
+                     {MAX_RESERVED_BYTES}-byte cap (MAX_RESERVED_BYTES)",
+                    self.capacity,
+                    self.key_bytes,
+                    self.buckets,
+                    self.writers,
+                    total.map_or_else(|| "more than usize::MAX".to_owned(), |s| s.total.to_string()),
+                ),
+            ),
+        }
     }
+
+    /// Bytes of address space an aggregator of this configuration reserves
+    /// (all its arrays), or `None` when that overflows `usize`. Resident
+    /// memory is far lower: a series' pages are touched once it is used.
+    pub fn reserved_bytes(&self) -> Option<usize> {
+        self.sizes().map(|s| s.total)
+    }
+
+    /// Element counts of every array, and their bytes in total, each with
+    /// checked arithmetic.
+    pub(crate) fn sizes(&self) -> Option<Sizes> {
+        let c = self.capacity;
+        let table = c.checked_mul(2)?.checked_next_power_of_two()?.max(2);
+        let mut rings = [0usize; 4];
+        for (n, depth) in rings.iter_mut().zip(self.buckets) {
+            *n = c.checked_mul(depth)?;
+        }
+        let stripes = c.checked_mul(self.writers)?;
+        let mut total = c.checked_mul(size_of::<crate::series::PaddedAccumulator>())?;
+        for n in rings {
+            total = total.checked_add(n.checked_mul(size_of::<crate::series::Slot>())?)?;
+        }
+        total = total
+            .checked_add(stripes.checked_mul(size_of::<crate::stripe::Stripe>())?)?
+            .checked_add(table.checked_mul(8)?)?
+            .checked_add(c.checked_mul(8)?)?
+            .checked_add(self.key_bytes)?;
+        Some(Sizes {
+            table,
+            rings,
+            stripes,
+            total,
+        })
+    }
+}
+
+/// Element counts of the aggregator's arrays (see [`Config::sizes`]).
+pub(crate) struct Sizes {
+    /// Registry hash table entries.
+    pub(crate) table: usize,
+    /// Ring slots per resolution.
+    pub(crate) rings: [usize; 4],
+    /// Writer stripes.
+    pub(crate) stripes: usize,
+    /// Bytes of every array together.
+    pub(crate) total: usize,
 }

@@ -67,6 +67,15 @@ pub enum Error {
     },
     /// A handle from another aggregator, or a stale series id.
     UnknownSeries(u32),
+    /// The operating system refused memory for an array of a valid
+    /// configuration (address space or overcommit limits). Nothing was
+    /// allocated; the process is unharmed.
+    AllocationFailed {
+        /// Which array (`"ring slots"`, `"writer stripes"`, ...).
+        what: &'static str,
+        /// The bytes asked for (`usize::MAX` when the size overflowed).
+        bytes: usize,
+    },
 }
 
 impl fmt::Display for Error {
@@ -101,6 +110,9 @@ impl fmt::Display for Error {
                 "record at {nanos} ns not stored: older than every ring's retention or behind a newer bucket"
             ),
             Error::UnknownSeries(id) => write!(f, "unknown series id {id}"),
+            Error::AllocationFailed { what, bytes } => {
+                write!(f, "out of memory: could not reserve {bytes} bytes for the {what}")
+            }
         }
     }
 }

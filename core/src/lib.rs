@@ -7,7 +7,7 @@
 //! - [`Kind`]: counters sum, gauges keep the latest value, histograms keep
 //!   count, sum, min and max.
 //! - [`Config`]: capacity, key space and ring depth per [`Resolution`], all
-//!   allocated once.
+//!   allocated once, fallibly, as lazily zeroed memory (`mem.rs`).
 //! - [`Clock`], [`SystemClock`], [`ManualClock`]: where time comes from.
 //!
 //! # Reading
@@ -37,7 +37,9 @@ mod clock;
 mod config;
 mod drops;
 mod error;
+mod fork;
 mod kind;
+mod mem;
 mod registry;
 mod resolution;
 mod series;
@@ -50,12 +52,16 @@ pub mod validate;
 pub use aggregator::{Aggregator, Series};
 pub use bucket::{Bucket, SeriesData, SeriesVersion};
 pub use clock::{Builtin, Clock, ManualClock, Nanos, OverridableClock, SystemClock};
-pub use config::{Config, DEFAULT_BUCKETS, DEFAULT_WRITERS, MAX_BUCKETS, MAX_SERIES, MAX_WRITERS};
+pub use config::{
+    Config, DEFAULT_BUCKETS, DEFAULT_WRITERS, MAX_BUCKETS, MAX_KEY_BYTES, MAX_RESERVED_BYTES, MAX_SERIES, MAX_WRITERS,
+};
 pub use drops::{DropReason, Drops};
 pub use error::Error;
+pub use fork::QUIESCE_LIMIT as FORK_QUIESCE_LIMIT;
 pub use kind::Kind;
 pub use registry::SeriesInfo;
 pub use resolution::{CHUNK_BUCKETS, Resolution};
+pub use series::OPTIMISTIC_READS;
 pub use session::{Session, SessionError};
 
 /// The writer slot the current thread holds (its stripe index in every

@@ -1,6 +1,6 @@
 //! The series registry: key -> series id, lock-free for keys already known.
 //!
-//! Everything is allocated in [`Registry::new`]: an open-addressing table of
+//! Everything is allocated in [`Registry::new`] (lazily zeroed, see `mem.rs`): an open-addressing table of
 //! `2 * capacity` (rounded up to a power of two) atomic entries, one packed
 //! metadata word per series, and one byte arena for keys and units.
 //! Registering takes a `parking_lot` mutex, writes the key bytes and the
@@ -14,6 +14,7 @@ use parking_lot::Mutex;
 
 use crate::Kind;
 use crate::error::Error;
+use crate::mem::Zeroed;
 use crate::sync::{AtomicU32, AtomicU64, Ordering};
 
 /// A registered series' identity, read from the registry.
@@ -32,14 +33,14 @@ pub struct SeriesInfo<'a> {
 pub(crate) struct Registry {
     /// Open-addressing table. Entry: `(hash >> 32) << 32 | (id + 1)`; 0 is
     /// empty. Entries are written once (0 -> id) and never removed.
-    table: Box<[AtomicU64]>,
+    table: Zeroed<AtomicU64>,
     mask: usize,
     /// Per id: `key_offset: 32 | key_len: 11 | unit_len: 9 | kind: 2`,
     /// written before the id is published. The unit follows the key.
-    meta: Box<[AtomicU64]>,
+    meta: Zeroed<AtomicU64>,
     /// Key and unit bytes. A byte is written once, under `writer`, before
     /// the id that owns it is published; it is never written again.
-    arena: Box<[UnsafeCell<u8>]>,
+    arena: Zeroed<UnsafeCell<u8>>,
     /// Published series count.
     len: AtomicU32,
     /// Held while registering; guards the arena's used length.
@@ -55,17 +56,19 @@ pub(crate) struct Registry {
 unsafe impl Sync for Registry {}
 
 impl Registry {
-    pub(crate) fn new(capacity: usize, key_bytes: usize, seed: u64) -> Registry {
-        let slots = (capacity * 2).next_power_of_two().max(2);
-        Registry {
-            table: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+    /// `slots` (a power of two above `capacity`) table entries, all zero
+    /// (empty), as lazily zeroed memory: nothing is written up front.
+    pub(crate) fn new(capacity: usize, slots: usize, key_bytes: usize, seed: u64) -> Result<Registry, Error> {
+        debug_assert!(slots.is_power_of_two() && slots > capacity);
+        Ok(Registry {
+            table: Zeroed::new(slots, "registry table")?,
             mask: slots - 1,
-            meta: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
-            arena: (0..key_bytes).map(|_| UnsafeCell::new(0)).collect(),
+            meta: Zeroed::new(capacity, "registry metadata")?,
+            arena: Zeroed::new(key_bytes, "key arena")?,
             len: AtomicU32::new(0),
             writer: Mutex::new(0),
             hasher: foldhash::fast::FixedState::with_seed(seed),
-        }
+        })
     }
 
     /// Bytes allocated by the registry.
@@ -183,11 +186,16 @@ impl Registry {
         let info = match self.find(key.as_bytes(), hash) {
             Ok((_, info)) => info,
             Err(_) => {
+                // Never inside the lock at a fork (`fork.rs`).
+                crate::fork::enter();
                 let mut used = self.writer.lock();
-                match self.find(key.as_bytes(), hash) {
-                    Ok((_, info)) => info,
-                    Err(slot) => self.insert(&mut used, slot, hash, key, kind, unit)?,
-                }
+                let found = match self.find(key.as_bytes(), hash) {
+                    Ok((_, info)) => Ok(info),
+                    Err(slot) => self.insert(&mut used, slot, hash, key, kind, unit),
+                };
+                drop(used);
+                crate::fork::exit();
+                found?
             }
         };
         if info.kind != kind || info.unit != unit {

@@ -22,7 +22,8 @@
 //!   stores, once a minute per series) or for a late record's ring update.
 //! * **Readers** check `seq` around their ring reads and `stamp` around their
 //!   accumulator read (seqlock style) and retry on any change, so a snapshot
-//!   never mixes two states of a bucket.
+//!   never mixes two states of a bucket. The retries are bounded: see
+//!   "Reading".
 //!
 //! # Writer stripes
 //! A thread that owns a writer slot (`thread_slot.rs`) does not use the
@@ -41,15 +42,33 @@
 //! hidden if the slot already holds a newer one. So a ring of depth `n`
 //! never shows more than `n` buckets.
 //!
+//! A reader tries [`OPTIMISTIC_READS`] times without writing anything. If
+//! writers changed the series under every try (each shared-path record
+//! changes `stamp`, each stripe record its stripe's `seq`), it takes
+//! `EXCLUSIVE` itself, as a fold does, without moving `seq` (it changes
+//! nothing): shared-path writers back out and wait, in-flight ones drain,
+//! no fold can start, and it freezes each writer stripe (`stripe.rs`) so the
+//! stripe's owner waits at its next record. Under that, the accumulator and
+//! rings cannot change and each stripe changes at most once more (a record
+//! already past its minute check), so the read completes: at most
+//! `OPTIMISTIC_READS + 1` tries of the whole series, whatever the writers
+//! do (checked with loom in `tests/loom.rs`). Writers wait for one read.
+//!
 //! Ring slots are written only by the holder of `EXCLUSIVE`; they are atomics
 //! only so that concurrent seqlock readers are well defined.
+//!
+//! # Fork
+//! See `fork.rs`: the accumulator's `generation` tells whether its state was
+//! copied from a parent process mid-flight, and the child's first user
+//! repairs it before anything else.
 
 use crate::bucket::{Bucket, SeriesData, SeriesVersion};
 use crate::clock::Nanos;
 use crate::drops::DropCounters;
+use crate::mem::Zeroed;
 use crate::stripe::Stripe;
 use crate::sync::{AtomicI64, AtomicPair, AtomicU64, Ordering, Spin, b, f, fence};
-use crate::{Kind, Resolution, thread_slot};
+use crate::{Kind, Resolution, fork, thread_slot};
 
 const WRITER_ONE: u64 = 1;
 const WRITERS_MASK: u64 = 0xFF;
@@ -61,6 +80,17 @@ const COUNT_SHIFT: u32 = 9;
 const COUNT_ONE: u64 = 1 << COUNT_SHIFT;
 
 const NANOS: i64 = 1_000_000_000;
+
+/// Optimistic tries of a read before it takes `EXCLUSIVE` (see "Reading").
+#[cfg(not(loom))]
+pub const OPTIMISTIC_READS: u32 = 8;
+/// Under loom one try, so the models reach the locked read.
+#[cfg(loom)]
+pub const OPTIMISTIC_READS: u32 = 1;
+/// Inconsistent reads of one stripe that fail an optimistic try.
+const STRIPE_TRIES: u32 = 4;
+/// `Accumulator::generation` while a fork child's thread repairs the series.
+const REPAIRING: u64 = 1 << 63;
 
 /// The accumulator of a series' current minute. Hot: one per series, on its
 /// own cache line(s) so writers of different series never share a line.
@@ -91,6 +121,35 @@ pub(crate) struct Accumulator {
     /// Even when the rings are quiet; odd while the `EXCLUSIVE` holder
     /// writes them. Readers retry when it moved.
     seq: AtomicU64,
+    /// The fork generation (`fork.rs`) this state belongs to, with
+    /// [`REPAIRING`] while a child's thread repairs it. 0 in the original
+    /// process, so zeroed memory is current there.
+    generation: AtomicU64,
+    /// While `EXCLUSIVE` is held to fold a writer stripe: its slot plus
+    /// one; otherwise 0. Lets a fork child discard a fold caught mid-way.
+    folding: AtomicU64,
+}
+
+/// An accumulator on its own cache line(s), as the aggregator stores them.
+pub(crate) type PaddedAccumulator = crossbeam_utils::CachePadded<Accumulator>;
+
+// SAFETY: `Accumulator` holds only std atomics and a
+// `portable_atomic::AtomicU128`, all valid at zero bits; `CachePadded` only
+// adds alignment. Zero is the documented "never used" state (minute 0).
+unsafe impl crate::mem::Zeroable for PaddedAccumulator {
+    #[cfg(loom)]
+    fn empty() -> Self {
+        crossbeam_utils::CachePadded::new(Accumulator::new())
+    }
+}
+
+// SAFETY: `Slot` holds only std atomics, valid at zero; bucket tag 0 is the
+// documented "never used" state.
+unsafe impl crate::mem::Zeroable for Slot {
+    #[cfg(loom)]
+    fn empty() -> Self {
+        Slot::new()
+    }
 }
 
 /// One ring slot: a bucket's absolute values, tagged with its bucket.
@@ -126,6 +185,8 @@ impl Accumulator {
             sampled_at: AtomicI64::new(0),
             pair: AtomicPair::new(0),
             seq: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            folding: AtomicU64::new(0),
         }
     }
 }
@@ -167,7 +228,7 @@ impl Slot {
 pub(crate) struct SeriesRef<'a> {
     pub(crate) acc: &'a Accumulator,
     /// Every series' slots, per resolution.
-    pub(crate) all_rings: &'a [Box<[Slot]>; 4],
+    pub(crate) all_rings: &'a [Zeroed<Slot>; 4],
     /// Ring depth per resolution.
     pub(crate) depths: &'a [usize; 4],
     /// Every series' writer stripes: stripe `w` of series `i` is
@@ -223,17 +284,20 @@ impl SeriesRef<'_> {
             if stripe.minute() == minute {
                 return stripe.record(self.kind, v, at);
             }
-            return self.record_stripe_slow(stripe, v, at, minute, now, drops);
+            return self.record_stripe_slow(slot, stripe, v, at, minute, now, drops);
         }
         self.record_shared(v, at, minute, now, drops)
     }
 
-    /// The writer of stripe `stripe` records outside the stripe's minute:
-    /// start the stripe (lock-free when it is empty), fold it and start a
-    /// newer minute, or store a late or future record in the rings.
+    /// The writer of stripe `w` records outside the stripe's minute: start
+    /// the stripe (lock-free when it is empty), fold it and start a newer
+    /// minute, or store a late or future record in the rings. A frozen
+    /// stripe (a reader holds `EXCLUSIVE`) lands here too, and waits.
     #[cold]
+    #[allow(clippy::too_many_arguments)]
     fn record_stripe_slow(
         &self,
+        w: usize,
         stripe: &Stripe,
         v: f64,
         at: Nanos,
@@ -243,28 +307,39 @@ impl SeriesRef<'_> {
     ) -> Outcome {
         let current = stripe.minute();
         let now_minute = now.div_euclid(NANOS * 60) + 1;
+        // (A frozen `current` is above every minute: not this branch.)
         if minute > current && minute <= now_minute {
             let pending = stripe.own();
-            if pending.minute == 0 || pending.count == 0 {
-                stripe.restart(minute, v, at);
+            if (pending.minute == 0 || pending.count == 0) && stripe.try_start(current, minute, v, at) {
                 return Outcome::Stored;
             }
-            let count = self.lock();
-            let d = Delta {
-                count: pending.count,
-                sum: pending.sum,
-                min: pending.min,
-                max: pending.max,
-                last: pending.last,
-                at: pending.sampled_at,
-            };
-            self.apply_rings(&d, (pending.minute - 1) * 60 * NANOS, None, drops);
-            stripe.restart(minute, v, at);
-            self.unlock(count);
-            return Outcome::Stored;
         }
         let count = self.lock();
-        let outcome = self.store_late(v, at, now, drops);
+        // Readers unfreeze before they release `EXCLUSIVE`: the minute is
+        // the owner's own again.
+        let current = stripe.minute();
+        let outcome = if minute == current {
+            stripe.record(self.kind, v, at)
+        } else if minute > current && minute <= now_minute {
+            let pending = stripe.own();
+            if pending.minute != 0 && pending.count != 0 {
+                let d = Delta {
+                    count: pending.count,
+                    sum: pending.sum,
+                    min: pending.min,
+                    max: pending.max,
+                    last: pending.last,
+                    at: pending.sampled_at,
+                };
+                self.acc.folding.store(w as u64 + 1, Ordering::Relaxed);
+                self.apply_rings(&d, (pending.minute - 1) * 60 * NANOS, None, drops);
+            }
+            stripe.restart(minute, v, at);
+            self.acc.folding.store(0, Ordering::Relaxed);
+            Outcome::Stored
+        } else {
+            self.store_late(v, at, now, drops)
+        };
         self.unlock(count);
         outcome
     }
@@ -273,6 +348,7 @@ impl SeriesRef<'_> {
     #[inline]
     fn record_shared(&self, v: f64, at: Nanos, minute: i64, now: Nanos, drops: &DropCounters) -> Outcome {
         let acc = self.acc;
+        self.check_generation();
         let spin = Spin::new();
         loop {
             if acc.minute.load(Ordering::Relaxed) != minute {
@@ -357,9 +433,83 @@ impl SeriesRef<'_> {
         Outcome::Stored
     }
 
-    /// Take `EXCLUSIVE`: no fast-path writer is inside, rings are ours.
-    fn lock(&self) -> u64 {
+    /// In a fork child, repair the series' state copied mid-flight before
+    /// touching it (`fork.rs`). One load and compare; nothing under loom.
+    #[inline(always)]
+    fn check_generation(&self) {
+        #[cfg(not(loom))]
+        if self.acc.generation.load(Ordering::Acquire) != fork::generation() {
+            self.repair_after_fork();
+        }
+    }
+
+    /// The first thread of a fork child to use this series: drop the
+    /// writer counts of threads that do not exist here, and discard what
+    /// they left half written (see `fork.rs`). Other threads wait for it.
+    #[cold]
+    #[cfg(not(loom))]
+    fn repair_after_fork(&self) {
         let acc = self.acc;
+        let g = fork::generation();
+        let spin = Spin::new();
+        loop {
+            let cur = acc.generation.load(Ordering::Acquire);
+            if cur == g {
+                return; // repaired by another thread
+            }
+            if cur == g | REPAIRING {
+                spin.wait();
+                continue;
+            }
+            if acc
+                .generation
+                .compare_exchange(cur, g | REPAIRING, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                break;
+            }
+        }
+        // Alone on this series: every thread that wrote it since the
+        // generation was current lived in the parent (or an ancestor).
+        let s = acc.stamp.load(Ordering::Relaxed);
+        let mut count = s >> COUNT_SHIFT;
+        if s & (EXCLUSIVE | WRITERS_MASK) != 0 {
+            // A record, fold or late record was in flight: the minute may be
+            // half updated (or half folded). Discard it; so too the stripe a
+            // fold was folding, and any freeze a reader left.
+            if s & EXCLUSIVE != 0 {
+                let folding = acc.folding.load(Ordering::Relaxed) as usize;
+                if folding != 0
+                    && let Some(stripe) = self.stripes().nth(folding - 1)
+                {
+                    stripe.discard();
+                }
+                for stripe in self.stripes() {
+                    stripe.unfreeze();
+                }
+            }
+            acc.minute.store(0, Ordering::Relaxed);
+            count = 0;
+            let seq = acc.seq.load(Ordering::Relaxed);
+            acc.seq.store((seq | 1).wrapping_add(1), Ordering::Relaxed);
+        }
+        acc.folding.store(0, Ordering::Relaxed);
+        acc.stamp.store(count << COUNT_SHIFT, Ordering::Relaxed);
+        acc.generation.store(g, Ordering::Release);
+    }
+
+    /// Take `EXCLUSIVE`: no fast-path writer is inside, rings are ours.
+    /// Moves `seq` to odd (the caller writes the rings).
+    fn lock(&self) -> u64 {
+        self.lock_with(true)
+    }
+
+    /// Take `EXCLUSIVE`; with `writing`, also move `seq` to odd. Pair with
+    /// [`SeriesRef::unlock_with`] and the same `writing`.
+    fn lock_with(&self, writing: bool) -> u64 {
+        let acc = self.acc;
+        self.check_generation();
+        fork::enter();
         let spin = Spin::new();
         loop {
             let s = acc.stamp.fetch_or(EXCLUSIVE, Ordering::Acquire);
@@ -375,17 +525,26 @@ impl SeriesRef<'_> {
             spin.wait();
             s = acc.stamp.load(Ordering::Acquire);
         }
-        let seq = acc.seq.load(Ordering::Relaxed);
-        acc.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
-        fence(Ordering::Release);
+        if writing {
+            let seq = acc.seq.load(Ordering::Relaxed);
+            acc.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+            fence(Ordering::Release);
+        }
         s >> COUNT_SHIFT
     }
 
     /// Release `EXCLUSIVE`, setting the accumulator's count.
     fn unlock(&self, count: u64) {
+        self.unlock_with(count, true);
+    }
+
+    /// Release `EXCLUSIVE` taken with [`SeriesRef::lock_with`].
+    fn unlock_with(&self, count: u64, writing: bool) {
         let acc = self.acc;
-        let seq = acc.seq.load(Ordering::Relaxed);
-        acc.seq.store(seq.wrapping_add(1), Ordering::Release);
+        if writing {
+            let seq = acc.seq.load(Ordering::Relaxed);
+            acc.seq.store(seq.wrapping_add(1), Ordering::Release);
+        }
         let mut s = acc.stamp.load(Ordering::Relaxed);
         loop {
             // Backed-out writers may still adjust the writer bits: keep them.
@@ -394,10 +553,11 @@ impl SeriesRef<'_> {
                 .stamp
                 .compare_exchange_weak(s, next, Ordering::Release, Ordering::Relaxed)
             {
-                Ok(_) => return,
+                Ok(_) => break,
                 Err(x) => s = x,
             }
         }
+        fork::exit();
     }
 
     #[cold]
@@ -547,46 +707,39 @@ impl SeriesRef<'_> {
         (stored, overflowed)
     }
 
-    /// Read the accumulator consistently. `None` when an exclusive section
-    /// started (the caller retries from its `seq` check).
-    fn read_acc(&self) -> Option<(i64, Option<Bucket>, u64)> {
+    /// Read the accumulator consistently: `locked` when this reader holds
+    /// `EXCLUSIVE` (nothing can change it). `None` when unlocked and a
+    /// writer or an exclusive section was inside, or came and went (one
+    /// failed try: the caller starts over).
+    fn read_acc(&self, locked: bool) -> Option<(i64, Option<Bucket>, u64)> {
         let acc = self.acc;
-        let spin = Spin::new();
-        loop {
-            let s1 = acc.stamp.load(Ordering::Acquire);
-            if s1 & EXCLUSIVE != 0 {
-                return None;
-            }
-            if s1 & WRITERS_MASK != 0 {
-                spin.wait();
-                continue;
-            }
-            let minute = acc.minute.load(Ordering::Relaxed);
-            let sum = f(acc.sum.load(Ordering::Relaxed));
-            let min = f(acc.min.load(Ordering::Relaxed));
-            let max = f(acc.max.load(Ordering::Relaxed));
-            let (last, at) = self.last_sample();
-            fence(Ordering::Acquire);
-            let s2 = acc.stamp.load(Ordering::Relaxed);
-            if s1 != s2 {
-                spin.wait();
-                continue;
-            }
-            let count = s1 >> COUNT_SHIFT;
-            let bucket = (minute != 0 && count > 0).then(|| Bucket {
-                start: (minute - 1) * 60,
-                count,
-                sum,
-                min,
-                max,
-                last,
-                sampled_at: at,
-            });
-            return Some((minute, bucket, count));
+        let s1 = acc.stamp.load(Ordering::Acquire);
+        if !locked && s1 & (EXCLUSIVE | WRITERS_MASK) != 0 {
+            return None;
         }
+        let minute = acc.minute.load(Ordering::Relaxed);
+        let sum = f(acc.sum.load(Ordering::Relaxed));
+        let min = f(acc.min.load(Ordering::Relaxed));
+        let max = f(acc.max.load(Ordering::Relaxed));
+        let (last, at) = self.last_sample();
+        fence(Ordering::Acquire);
+        if !locked && acc.stamp.load(Ordering::Relaxed) != s1 {
+            return None;
+        }
+        let count = s1 >> COUNT_SHIFT;
+        let bucket = (minute != 0 && count > 0).then(|| Bucket {
+            start: (minute - 1) * 60,
+            count,
+            sum,
+            min,
+            max,
+            last,
+            sampled_at: at,
+        });
+        Some((minute, bucket, count))
     }
 
-    /// This series' writer stripes.
+    /// This series' writer stripes (stripe `w` is the `w`-th).
     fn stripes(&self) -> impl Iterator<Item = &Stripe> {
         self.all_stripes.iter().skip(self.id).step_by(self.capacity)
     }
@@ -594,50 +747,105 @@ impl SeriesRef<'_> {
     /// Read a consistent copy of everything: `visit(pending minutes)` runs
     /// inside the retry loop and must be restartable (it is called again
     /// after a concurrent fold). The pending minutes are the shared
-    /// accumulator's bucket, then each non-empty stripe's, at 1min.
-    fn read_consistent<T>(&self, mut visit: impl FnMut(&[Bucket]) -> T) -> (T, SeriesVersion) {
-        let acc = self.acc;
+    /// accumulator's bucket, then each non-empty stripe's, at 1min. Also
+    /// returns how many tries it took (at most `OPTIMISTIC_READS + 1`).
+    fn read_consistent<T>(&self, mut visit: impl FnMut(&[Bucket]) -> T) -> (T, SeriesVersion, u32) {
+        self.check_generation();
         let spin = Spin::new();
         let mut pending = [EMPTY; MAX_WRITERS + 1];
-        loop {
-            let seq1 = acc.seq.load(Ordering::Acquire);
-            if seq1 & 1 == 1 {
-                spin.wait();
-                continue;
-            }
-            let Some((minute, acc_bucket, count)) = self.read_acc() else {
-                spin.wait();
-                continue;
-            };
-            let mut n = 0;
-            if let Some(b) = acc_bucket {
-                pending[n] = b;
-                n += 1;
-            }
-            let mut stripes = 0u64;
-            for stripe in self.stripes() {
-                let (data, seq) = stripe.read();
-                stripes = stripes.wrapping_add(seq);
-                if let Some(b) = data.bucket() {
-                    pending[n] = b;
-                    n += 1;
-                }
-            }
-            let out = visit(&pending[..n]);
-            fence(Ordering::Acquire);
-            if acc.seq.load(Ordering::Relaxed) == seq1 {
-                return (
-                    out,
-                    SeriesVersion {
-                        seq: seq1,
-                        minute,
-                        count,
-                        stripes,
-                    },
-                );
+        for tries in 1..=OPTIMISTIC_READS {
+            if let Some((out, version)) = self.try_read(&mut visit, &mut pending) {
+                return (out, version, tries);
             }
             spin.wait();
         }
+        // Writers changed the series under every try: hold them off.
+        let (out, version) = self.read_locked(&mut visit, &mut pending);
+        (out, version, OPTIMISTIC_READS + 1)
+    }
+
+    /// The locked read of [`SeriesRef::read_consistent`] (see "Reading").
+    #[cold]
+    #[inline(never)]
+    fn read_locked<T>(
+        &self,
+        visit: &mut impl FnMut(&[Bucket]) -> T,
+        pending: &mut [Bucket; MAX_WRITERS + 1],
+    ) -> (T, SeriesVersion) {
+        let acc = self.acc;
+        let count = self.lock_with(false);
+        for stripe in self.stripes() {
+            stripe.freeze();
+        }
+        let seq = acc.seq.load(Ordering::Relaxed);
+        let (minute, acc_bucket, _) = self.read_acc(true).expect("a locked read always succeeds");
+        let mut n = 0;
+        if let Some(b) = acc_bucket {
+            pending[n] = b;
+            n += 1;
+        }
+        let mut stripes = 0u64;
+        for (w, stripe) in self.stripes().enumerate() {
+            let (data, seq) = stripe.read(w, None).expect("an unbounded stripe read always succeeds");
+            stripes = stripes.wrapping_add(seq);
+            if let Some(b) = data.bucket() {
+                pending[n] = b;
+                n += 1;
+            }
+        }
+        let out = visit(&pending[..n]);
+        for stripe in self.stripes() {
+            stripe.unfreeze();
+        }
+        self.unlock_with(count, false);
+        let version = SeriesVersion {
+            seq,
+            minute,
+            count,
+            stripes,
+        };
+        (out, version)
+    }
+
+    /// One optimistic try of [`SeriesRef::read_consistent`]: `None` if
+    /// anything changed under it.
+    #[inline(always)]
+    fn try_read<T>(
+        &self,
+        visit: &mut impl FnMut(&[Bucket]) -> T,
+        pending: &mut [Bucket; MAX_WRITERS + 1],
+    ) -> Option<(T, SeriesVersion)> {
+        let acc = self.acc;
+        let seq1 = acc.seq.load(Ordering::Acquire);
+        if seq1 & 1 == 1 {
+            return None;
+        }
+        let (minute, acc_bucket, count) = self.read_acc(false)?;
+        let mut n = 0;
+        if let Some(b) = acc_bucket {
+            pending[n] = b;
+            n += 1;
+        }
+        let mut stripes = 0u64;
+        for (w, stripe) in self.stripes().enumerate() {
+            let (data, seq) = stripe.read(w, Some(STRIPE_TRIES))?;
+            stripes = stripes.wrapping_add(seq);
+            if let Some(b) = data.bucket() {
+                pending[n] = b;
+                n += 1;
+            }
+        }
+        let out = visit(&pending[..n]);
+        fence(Ordering::Acquire);
+        (acc.seq.load(Ordering::Relaxed) == seq1).then_some((
+            out,
+            SeriesVersion {
+                seq: seq1,
+                minute,
+                count,
+                stripes,
+            },
+        ))
     }
 
     /// Buckets of resolution `r` starting in `[from_secs, to_secs)`, oldest
@@ -645,7 +853,7 @@ impl SeriesRef<'_> {
     pub(crate) fn snapshot(&self, r: Resolution, from_secs: i64, to_secs: i64, out: &mut Vec<Bucket>) -> SeriesVersion {
         let ring = self.ring(r);
         let mark = out.len();
-        let (_, version) = self.read_consistent(|pending| {
+        let (_, version, _) = self.read_consistent(|pending| {
             out.truncate(mark);
             collect_ring(ring, r, self.kind, pending, out, |start| {
                 start >= from_secs && start < to_secs
@@ -656,7 +864,7 @@ impl SeriesRef<'_> {
 
     /// Every bucket held at every resolution, oldest first.
     pub(crate) fn read_all(&self, out: &mut SeriesData) {
-        let (_, version) = self.read_consistent(|pending| {
+        let (_, version, _) = self.read_consistent(|pending| {
             for r in Resolution::ALL {
                 let dst = &mut out.buckets[r.index()];
                 dst.clear();
@@ -669,6 +877,11 @@ impl SeriesRef<'_> {
     /// The current version, without reading the data.
     pub(crate) fn version(&self) -> SeriesVersion {
         self.read_consistent(|_| ()).1
+    }
+
+    /// How many tries a read of this series took (for tests of the bound).
+    pub(crate) fn read_tries(&self) -> u32 {
+        self.read_consistent(|_| ()).2
     }
 }
 

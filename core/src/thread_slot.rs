@@ -15,6 +15,12 @@
 //! read-modify-write, so a new owner of a slot sees everything the previous
 //! owner wrote into its stripes.
 //!
+//! After `fork()` (see `fork.rs`) the child's handler marks every slot
+//! held by another thread dead: those threads do not exist in the child,
+//! their stripes are never written again, and the slots stay taken (never
+//! handed out again in that process), so a stripe found mid-write for a dead
+//! slot is known to stay so and is read as empty.
+//!
 //! Recording from a signal handler is not supported: the handler could
 //! interrupt its own thread in the middle of a stripe update.
 
@@ -37,8 +43,31 @@ mod imp {
     /// Never asked: claim on the next record.
     const UNCLAIMED: u32 = u32::MAX - 1;
 
-    /// Bit `w` set: slot `w` has a live owner.
+    /// Bit `w` set: slot `w` has a live owner (or a dead one, below).
     static TAKEN: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
+    /// Bit `w` set: slot `w` was held, at a `fork()`, by a thread other
+    /// than the forking one: its owner does not exist in this process.
+    static DEAD: [AtomicU64; WORDS] = [const { AtomicU64::new(0) }; WORDS];
+
+    #[cfg(not(miri))] // no fork under Miri (`fork.rs`)
+    /// In a fork child's handler (one thread): every taken slot but the
+    /// forking thread's is dead, and stays taken.
+    pub(crate) fn after_fork_in_child() {
+        let own = SLOT.with(Cell::get) as usize;
+        for (i, (taken, dead)) in TAKEN.iter().zip(&DEAD).enumerate() {
+            let mut others = taken.load(Ordering::Relaxed);
+            if own / 64 == i {
+                others &= !(1u64 << (own % 64));
+            }
+            dead.fetch_or(others, Ordering::Release);
+        }
+    }
+
+    /// Whether slot `w`'s owner died in a `fork()` (see the module doc).
+    #[inline]
+    pub(crate) fn is_dead(w: usize) -> bool {
+        w < MAX_SLOTS && DEAD[w / 64].load(Ordering::Acquire) & (1 << (w % 64)) != 0
+    }
 
     thread_local! {
         /// This thread's slot, [`UNCLAIMED`] or [`NONE`].
@@ -122,6 +151,11 @@ mod imp {
 
 #[cfg(all(not(unix), not(loom)))]
 mod imp {
+    /// No `fork()` here.
+    pub(crate) fn is_dead(_: usize) -> bool {
+        false
+    }
+
     use std::cell::Cell;
     use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -211,6 +245,12 @@ mod imp {
             v => v,
         }
     }
+
+    pub(crate) fn is_dead(_: usize) -> bool {
+        false
+    }
 }
 
-pub(crate) use imp::{current, peek};
+#[cfg(all(unix, not(loom), not(miri)))]
+pub(crate) use imp::after_fork_in_child;
+pub(crate) use imp::{current, is_dead, peek};

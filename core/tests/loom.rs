@@ -211,7 +211,36 @@ fn two_folds_at_once(writers: usize) {
     });
 }
 
+/// Reader retries are bounded: two writers recording while a reader reads
+/// can fail its optimistic try (loom's models use one), after which it
+/// takes the series' exclusive section and freezes the stripes, so it
+/// finishes in at most `OPTIMISTIC_READS + 1` tries and the writers it held
+/// off still land. (Every other model here reads through the same path, so
+/// they check that a locked read is never torn.) With `writers == 1` the
+/// first writer owns a stripe (the freeze path), with 2 both do.
+fn reader_retries_are_bounded(writers: usize) {
+    loom::model(move || {
+        let (agg, s, _clock) = setup_with(Kind::Counter, writers);
+        let writers: Vec<_> = (0..2)
+            .map(|_| {
+                let agg = agg.clone();
+                thread::spawn(move || agg.record(s, 1.0).unwrap())
+            })
+            .collect();
+        let tries = agg.read_tries(s).unwrap();
+        assert!(tries <= OPTIMISTIC_READS + 1, "{tries} tries");
+        for w in writers {
+            w.join().unwrap();
+        }
+        assert_eq!(total(&agg, s, Resolution::Min1), (2, 2.0));
+    });
+}
+
 mod shared {
+    #[test]
+    fn reader_retries_are_bounded() {
+        super::reader_retries_are_bounded(0)
+    }
     #[test]
     fn concurrent_writers_and_reader_same_minute() {
         super::concurrent_writers_and_reader_same_minute(0)
@@ -243,6 +272,10 @@ mod shared {
 /// here the reader would only add its own stripe's reads to the search.)
 mod mixed {
     #[test]
+    fn reader_retries_are_bounded() {
+        super::reader_retries_are_bounded(1)
+    }
+    #[test]
     fn writer_delayed_across_rollover() {
         super::writer_delayed_across_rollover(1)
     }
@@ -269,6 +302,10 @@ mod mixed {
 }
 
 mod striped {
+    #[test]
+    fn reader_retries_are_bounded() {
+        super::reader_retries_are_bounded(2)
+    }
     #[test]
     fn concurrent_writers_and_reader_same_minute() {
         super::concurrent_writers_and_reader_same_minute(2)

@@ -246,3 +246,49 @@ fn churning_threads_with_a_reader() {
     assert_eq!(total, 2 * 100_000 + 200 * 3 * 500);
     assert_eq!(agg.drops().total(), 0);
 }
+
+/// The setting: 12 threads, 4 of them beyond the stripes (shared
+/// path), recording into one series without pause while a reader reads it
+/// over and over. Every read takes at most `OPTIMISTIC_READS + 1` tries
+/// (then holds the writers off for one read), and nothing recorded is lost.
+#[test]
+fn reads_under_sustained_writes_take_bounded_tries() {
+    let agg = Arc::new(Aggregator::new(Config::with_capacity(16)).unwrap());
+    let s = agg.register(Kind::Counter, "hot", "count").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..12)
+        .map(|_| {
+            let (agg, stop) = (agg.clone(), stop.clone());
+            thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    agg.record(s, 1.0).unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    let mut most = 0;
+    for _ in 0..2000 {
+        let tries = agg.read_tries(s).unwrap();
+        assert!(tries <= OPTIMISTIC_READS + 1, "{tries} tries");
+        most = most.max(tries);
+        agg.snapshot(s, Resolution::Min1, 0, i64::MAX / 2).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let recorded: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    let read: u64 = Resolution::ALL
+        .iter()
+        .map(|&r| {
+            agg.snapshot(s, r, 0, i64::MAX / 2)
+                .unwrap()
+                .iter()
+                .map(|b| b.count)
+                .sum::<u64>()
+        })
+        .max()
+        .unwrap();
+    assert_eq!(read, recorded);
+    eprintln!("most tries of one read: {most}");
+}

@@ -55,6 +55,9 @@ pub enum rm_result {
     RM_INVALID_ARGUMENT = 18,
     /// The aggregator has no manual clock.
     RM_NOT_MANUAL_CLOCK = 19,
+    /// The system refused the memory a configuration needs (see
+    /// `rm_last_error_detail` for how much).
+    RM_OUT_OF_MEMORY = 20,
     /// Rust panicked; the operation did not complete.
     RM_PANIC = 100,
 }
@@ -87,6 +90,7 @@ pub extern "C" fn rm_result_message(result: rm_result) -> *const c_char {
         RM_NOT_STORED => c"the record is older than every ring's retention",
         RM_INVALID_ARGUMENT => c"an argument is out of range",
         RM_NOT_MANUAL_CLOCK => c"the aggregator has no manual clock",
+        RM_OUT_OF_MEMORY => c"the system refused the memory the configuration needs",
         RM_PANIC => c"internal error (a Rust panic was caught)",
     };
     s.as_ptr()
@@ -182,6 +186,7 @@ pub(crate) fn core_error(e: ringmetrics::Error) -> rm_result {
         ringmetrics::Error::CapacityExhausted { .. } => RM_CAPACITY_EXHAUSTED,
         ringmetrics::Error::UnknownSeries(_) => RM_UNKNOWN_SERIES,
         ringmetrics::Error::NotStored { .. } => RM_NOT_STORED,
+        ringmetrics::Error::AllocationFailed { .. } => RM_OUT_OF_MEMORY,
         _ => RM_INVALID_ARGUMENT,
     };
     remember(e.to_string());

@@ -12,7 +12,7 @@ mod syncer;
 use std::sync::Arc;
 
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyTimeoutError, PyValueError};
+use pyo3::exceptions::{PyException, PyMemoryError, PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt};
 use ringmetrics::{Clock, Config, Kind, OverridableClock, Resolution};
@@ -47,6 +47,7 @@ impl From<SyncError> for Error {
 impl From<Error> for PyErr {
     fn from(e: Error) -> PyErr {
         match e {
+            Error::Core(e @ ringmetrics::Error::AllocationFailed { .. }) => PyMemoryError::new_err(e.to_string()),
             Error::Core(e) => PyValueError::new_err(e.to_string()),
             Error::Value(m) => PyValueError::new_err(m),
             Error::Sync(SyncError::Timeout) => PyTimeoutError::new_err(SyncError::Timeout.to_string()),

@@ -106,3 +106,58 @@ def test_children_forked_while_threads_record_record_snapshot_and_exit_within_a_
     assert slowest < 1.0
     # The parent's series are intact too.
     assert agg.snapshot("fork:counter", "1min")[-1][1] > 0
+
+
+def syncer_child(agg, syncer, dsn, prefix):
+    """In a forked child: the parent's syncer fails at once (its thread is
+    the parent's), the inherited aggregator records and reads but cannot
+    be saved again (the parent saves it), and dropping the syncer does not
+    wait. Exit code 0 when all of that holds."""
+    started = time.monotonic()
+    try:
+        syncer.flush(timeout=10)
+        return 1
+    except ValueError as e:
+        if "fork" not in str(e):
+            return 2
+    if syncer.status()["running"]:
+        return 3
+    agg.increment_counter("fork:saved", 1)
+    if agg.snapshot("fork:saved", "1min")[-1][1] != 2:
+        return 4
+    try:
+        agg.start_syncer(dsn, prefix=prefix, interval=3600)
+        return 5
+    except ValueError as e:
+        if "fork" not in str(e):
+            return 6
+    fresh = Aggregator(4)
+    fresh.increment_counter("fork:child", 1)
+    child_syncer = fresh.start_syncer(dsn, prefix=prefix, worker_id="child", interval=None)
+    child_syncer.flush(timeout=30)
+    child_syncer.stop(timeout=30)
+    del syncer
+    return 0 if time.monotonic() - started < 10 else 7
+
+
+def test_a_syncer_in_a_forked_child_fails_at_once_and_the_child_can_start_its_own(dsn, prefix):
+    from ringmetrics import read_metrics
+
+    agg = Aggregator(8)
+    agg.increment_counter("fork:saved", 1)
+    syncer = agg.start_syncer(dsn, prefix=prefix, worker_id="parent", interval=3600)
+    syncer.flush(timeout=30)
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            code = syncer_child(agg, syncer, dsn, prefix)
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+    syncer.stop(timeout=30)
+    now = int(time.time())
+    series = read_metrics(dsn, prefix=prefix, resolution="1day", start=now - now % 86400, end=now - now % 86400 + 86400)
+    totals = {key: sum(p[2] for p in points) for key, _, _, points in series}
+    assert totals == {"fork:saved": 1.0, "fork:child": 1.0}, "the child's copy is never saved twice"

@@ -382,3 +382,22 @@ def test_a_dropped_syncer_flushes_and_releases_the_gil_meanwhile(dsn, prefix):
             gc.collect()
         assert ticker.elapsed > 0.5, "the final flush did not wait on the server"
         assert ticker.ticks > 100, "the GIL was held during the final flush"
+
+
+def test_a_configuration_the_system_cannot_back_is_a_memory_error():
+    # Within every cap, but a million series (about 33 GB reserved) in a
+    # process limited to 2 GiB of address space: MemoryError, not an abort.
+    import subprocess
+    import sys
+
+    code = (
+        "import resource\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))\n"
+        "from ringmetrics import Aggregator\n"
+        "try:\n"
+        "    Aggregator(1_000_000)\n"
+        "except MemoryError as e:\n"
+        "    print('MemoryError:', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.startswith("MemoryError:"), (out.stdout, out.stderr)

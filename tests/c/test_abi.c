@@ -10,6 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "ringmetrics.h"
 
@@ -436,6 +439,31 @@ static void test_durations(void) {
   rm_aggregator_free(a);
 }
 
+/* A configuration within every cap that the system cannot back is
+   RM_OUT_OF_MEMORY, not an abort: in a child limited to 2 GiB of address
+   space, a million series (about 33 GB reserved). */
+static void test_out_of_memory(void) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    struct rlimit lim = {2UL << 30, 2UL << 30};
+    setrlimit(RLIMIT_AS, &lim);
+    rm_config c;
+    rm_config_default(&c);
+    c.capacity = 1000000;
+    c.key_bytes = 1000000 * 96;
+    rm_aggregator *a = NULL;
+    rm_result r = rm_aggregator_new(&c, &a);
+    char buf[256];
+    size_t n = 0;
+    rm_last_error_detail(buf, sizeof buf, &n);
+    _exit(r == RM_OUT_OF_MEMORY && a == NULL && strstr(buf, "bytes") != NULL ? 0 : 1);
+  }
+  int status = 0;
+  CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+  CHECK(strcmp(rm_result_message(RM_OUT_OF_MEMORY), "the system refused the memory the configuration needs") == 0);
+}
+
 static void test_syncer(const char *dsn) {
   rm_aggregator *a = manual(16);
   rm_syncer *sy = NULL;
@@ -559,6 +587,7 @@ int main(int argc, char **argv) {
   test_threads();
   test_hostile_lengths();
   test_durations();
+  test_out_of_memory();
   test_syncer(argv[1]);
   printf("C tests: %d passed, %d failed\n", passed, failed);
   return failed == 0 ? 0 : 1;

@@ -296,3 +296,49 @@ async def test_a_conflicting_definition_is_warned_in_python_logging_and_rechecke
             await plugin.flush(chancy)
             result = await plugin.get_metrics(chancy, "x", resolution="1min")
             assert sum(v for _, v in points(result, "x")) == 1.0
+
+
+async def test_a_later_plugin_failing_to_start_leaves_nothing_running(dsn, prefix):
+    from chancy.plugin import Plugin, PluginScope
+
+    class Broken(Plugin):
+        @staticmethod
+        def get_identifier():
+            return "test.broken"
+
+        @staticmethod
+        def get_scope():
+            return PluginScope.WORKER
+
+        async def on_worker_started(self, *, worker):
+            raise RuntimeError("broken plugin")
+
+    before = set(syncer_threads())
+    plugin = Metrics(sync_interval=1)
+    async with Chancy(dsn, prefix=prefix, plugins=[plugin, Broken()], notifications=False) as chancy:
+        await chancy.migrate()
+        w = worker(chancy, "never-started")
+        with pytest.raises(RuntimeError, match="broken plugin"):
+            await w.start()
+        await w.manager.cancel_all()
+        await asyncio.sleep(1.5)
+        assert set(syncer_threads()) == before and await syncer_connections(dsn) == 0
+
+
+async def test_a_failed_final_flush_keeps_the_session_and_a_retry_saves_it(dsn, prefix):
+    plugin = Metrics(sync_interval=3600)
+    reader = ChancyMetrics()
+    async with app(dsn, prefix, plugin) as chancy:
+        await chancy.migrate()
+        w = worker(chancy, "retry-stop")
+        await w.start()
+        await w.increment_counter("kept", 1)
+        async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+            await conn.execute(f'ALTER TABLE "{prefix}metrics" RENAME TO "{prefix}metrics_away"')
+            with pytest.raises(Exception):
+                await w.stop()
+            assert w in plugin._workers, "the subscription and session are kept for a retry"
+            await conn.execute(f'ALTER TABLE "{prefix}metrics_away" RENAME TO "{prefix}metrics"')
+        await w.stop()
+        result = await reader.get_metrics(chancy, "kept", resolution="1min")
+        assert sum(v for _, v in points(result, "kept")) == 1.0

@@ -41,11 +41,12 @@ const COLUMNS: [(&str, &str); 7] = [
 /// The merged value of one column of a conflicting row: the stored buckets
 /// and the sent ones merged by bucket start, the sent values winning.
 ///
-/// Two shapes cover the steady state and cost a concatenation: the sent
-/// buckets all come after the stored ones (a new bucket), or they start at
-/// the stored row's last bucket (it changed, maybe newer ones too). Any
-/// other shape (a late record into an earlier bucket, a resend after a
-/// restart) takes the general merge.
+/// Three shapes cover the steady state and cost at most a concatenation:
+/// the sent buckets include every stored one (the row is replaced), they all
+/// come after the stored ones (a new bucket), or they start at the stored
+/// row's last bucket (it changed, maybe newer ones too). Any other shape (a
+/// late record into an earlier bucket, a resend after a restart) takes the
+/// general merge. A column the row's kind leaves NULL stays NULL first.
 fn merged(column: &str, alias: &str) -> String {
     let all_stored = COLUMNS
         .iter()
@@ -59,10 +60,11 @@ fn merged(column: &str, alias: &str) -> String {
         .join(", ");
     let aliases = COLUMNS.iter().map(|(_, a)| *a).collect::<Vec<_>>().join(", ");
     format!(
-        "CASE WHEN m.buckets[cardinality(m.buckets)] < EXCLUDED.buckets[1] THEN m.{column} || EXCLUDED.{column}
+        "CASE WHEN EXCLUDED.{column} IS NULL THEN NULL
+              WHEN m.buckets[1] >= EXCLUDED.buckets[1] AND m.buckets <@ EXCLUDED.buckets THEN EXCLUDED.{column}
+              WHEN m.buckets[cardinality(m.buckets)] < EXCLUDED.buckets[1] THEN m.{column} || EXCLUDED.{column}
               WHEN m.buckets[cardinality(m.buckets)] = EXCLUDED.buckets[1]
                    THEN m.{column}[:cardinality(m.buckets) - 1] || EXCLUDED.{column}
-              WHEN EXCLUDED.{column} IS NULL THEN NULL
               ELSE (SELECT array_agg(u.{alias} ORDER BY u.b)
                     FROM (SELECT DISTINCT ON (x.b) x.* FROM (
                               SELECT e.*, 0 AS p FROM unnest({all_sent}) AS e({aliases})

@@ -5,7 +5,7 @@
 #   C ABI vs Rust; Python plugin vs Chancy's and native vs prometheus_client;
 #   loop stall during a flush; flush vs Chancy's flush and the in-database floor.
 # Uses the PostgreSQL in $RINGMETRICS_DSN (default: 127.0.0.1:5432, db test).
-# Takes about 10 minutes on 2 cores.  scripts/bench-all.sh
+# Takes about 15 minutes on 2 cores.  scripts/bench-all.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RINGMETRICS_DSN=${RINGMETRICS_DSN:-host=127.0.0.1 port=5432 user=postgres dbname=test}
@@ -25,5 +25,7 @@ echo "bench-all: Python"
 .venv/bin/python python/benches/bench_record.py "$RINGMETRICS_DSN" >"$out/python.md"
 echo "bench-all: flush"
 cargo bench -q --locked -p ringmetrics-postgres --bench flush >"$out/flush.md" 2>/dev/null
+echo "bench-all: connections and transactions of a worker"
+.venv/bin/python python/benches/bench_connections.py "$RINGMETRICS_DSN" 45 >"$out/connections.md" 2>/dev/null
 python3 scripts/bench_report.py "$out" >BENCHMARKS.md
 echo "bench-all: BENCHMARKS.md rewritten"

@@ -65,9 +65,27 @@ def syncer_threads():
 
 
 async def syncer_connections(dsn):
+    """The syncer's connections to ``dsn``'s database (give a test its own
+    database: other tests may run syncers on the same server)."""
     async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-        cur = await conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ringmetrics-syncer'")
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ringmetrics-syncer' "
+            "AND datname = current_database()"
+        )
         return (await cur.fetchone())[0]
+
+
+@pytest.fixture
+def own_dsn(dsn):
+    """A database of this test's own, dropped afterwards."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    name = f"rm_{os.getpid()}_{id(object())}"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield make_conninfo(**{**conninfo_to_dict(dsn), "dbname": name})
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def bursty(plugin, chancy, clock):
@@ -211,7 +229,8 @@ async def test_max_buffered_points_bounds_what_is_unsaved_not_the_keys_of_a_life
         assert len(plugin.aggregators()) <= 2, "a full, saved aggregator is freed"
 
 
-async def test_nothing_is_left_running_once_no_worker_runs(dsn, prefix):
+async def test_nothing_is_left_running_once_no_worker_runs(own_dsn, prefix):
+    dsn = own_dsn
     before = set(syncer_threads())
     plugin = Metrics(sync_interval=1)
     async with app(dsn, prefix, plugin) as chancy:
@@ -298,7 +317,8 @@ async def test_a_conflicting_definition_is_warned_in_python_logging_and_rechecke
             assert sum(v for _, v in points(result, "x")) == 1.0
 
 
-async def test_a_later_plugin_failing_to_start_leaves_nothing_running(dsn, prefix):
+async def test_a_later_plugin_failing_to_start_leaves_nothing_running(own_dsn, prefix):
+    dsn = own_dsn
     from chancy.plugin import Plugin, PluginScope
 
     class Broken(Plugin):

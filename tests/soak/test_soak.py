@@ -122,10 +122,12 @@ async def soak(cluster) -> dict:
         )
         await worker.start()
         start = time.monotonic()
+        # The syncer thread starts at the first flush: the most seen while running.
         threads_running = syncer_threads()
         schedule = {0.2: "kill", 0.35: "restart", 0.5: "kill", 0.65: "restart", 0.8: "kill"}
         rss_warm = None
         while (elapsed := time.monotonic() - start) < SECONDS:
+            threads_running = max(threads_running, syncer_threads())
             for at, fault in list(schedule.items()):
                 if elapsed >= at * SECONDS:
                     del schedule[at]

@@ -43,6 +43,9 @@ class Syncer:
         low_priority: bool = False,
         hold_connection: bool = False,
         retention_seconds: list[int] | tuple[int, int, int, int] | None = None,
+        connect_timeout: float | None = None,
+        statement_timeout: float | None = None,
+        lock_timeout: float | None = None,
     ) -> Self: ...
     def attach(self, aggregator: Aggregator, worker_id: str = "", session_id: str | None = None) -> str: ...
     def detach(self, aggregator: Aggregator, timeout: float = 30.0) -> dict[str, int]: ...
@@ -93,6 +96,9 @@ class Aggregator:
         low_priority: bool = False,
         hold_connection: bool = False,
         retention_seconds: list[int] | tuple[int, int, int, int] | None = None,
+        connect_timeout: float | None = None,
+        statement_timeout: float | None = None,
+        lock_timeout: float | None = None,
     ) -> Syncer: ...
 
 def read_metrics(

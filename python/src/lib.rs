@@ -340,8 +340,8 @@ impl Aggregator {
     /// it flushes only when asked. With `low_priority`, the syncer thread
     /// runs at the lowest priority (Linux SCHED_IDLE): the process's other
     /// threads, such as an event loop, run first; under CPU saturation
-    /// flushes take longer.
-    #[pyo3(signature = (dsn, *, prefix="chancy_", worker_id="", session_id=None, interval=60.0, max_backoff=300.0, low_priority=false, hold_connection=false, retention_seconds=None))]
+    /// flushes take longer. The timeouts are `Syncer`'s.
+    #[pyo3(signature = (dsn, *, prefix="chancy_", worker_id="", session_id=None, interval=60.0, max_backoff=300.0, low_priority=false, hold_connection=false, retention_seconds=None, connect_timeout=None, statement_timeout=None, lock_timeout=None))]
     #[allow(clippy::too_many_arguments)]
     fn start_syncer(
         slf: &Bound<'_, Self>,
@@ -354,6 +354,9 @@ impl Aggregator {
         low_priority: bool,
         hold_connection: bool,
         retention_seconds: Option<[i64; 4]>,
+        connect_timeout: Option<f64>,
+        statement_timeout: Option<f64>,
+        lock_timeout: Option<f64>,
     ) -> Result<syncer::Syncer, Error> {
         let options = syncer::Options {
             prefix,
@@ -362,6 +365,7 @@ impl Aggregator {
             low_priority,
             hold_connection,
             retention_seconds,
+            timeouts: (connect_timeout, statement_timeout, lock_timeout),
         };
         let s = syncer::Syncer::spawn(dsn, &options)?;
         s.attach_inner(&slf.get().inner, worker_id, session_id)?;

@@ -23,6 +23,8 @@ pub(crate) struct Options<'a> {
     pub(crate) low_priority: bool,
     pub(crate) hold_connection: bool,
     pub(crate) retention_seconds: Option<[i64; 4]>,
+    /// `(connect, statement, lock)` timeouts in seconds; `None`: defaults.
+    pub(crate) timeouts: (Option<f64>, Option<f64>, Option<f64>),
 }
 
 /// The background thread writing aggregators into Chancy's tables.
@@ -68,6 +70,16 @@ impl Syncer {
         config.hold_connection = o.hold_connection;
         if let Some(r) = o.retention_seconds {
             config.retention_secs = r;
+        }
+        let (connect, statement, lock) = o.timeouts;
+        if let Some(t) = connect {
+            config.connect_timeout = duration::timeout(t)?;
+        }
+        if let Some(t) = statement {
+            config.statement_timeout = duration::timeout(t)?;
+        }
+        if let Some(t) = lock {
+            config.lock_timeout = duration::timeout(t)?;
         }
         let syncer = ringmetrics_postgres::Syncer::spawn(config)?;
         Ok(Syncer {
@@ -135,9 +147,12 @@ impl Syncer {
     /// `hold_connection=False` (the default) it connects only to write and
     /// holds no connection between flushes. `retention_seconds` (finest
     /// resolution first) is Chancy's retention: expired chunks are never
-    /// written.
+    /// written. `connect_timeout` (default 10 s; the DSN's wins),
+    /// `statement_timeout` (30 s) and `lock_timeout` (10 s) bound every
+    /// connection attempt and every statement of the syncer (0: none).
     #[new]
-    #[pyo3(signature = (dsn, *, prefix="chancy_", interval=None, max_backoff=300.0, low_priority=false, hold_connection=false, retention_seconds=None))]
+    #[pyo3(signature = (dsn, *, prefix="chancy_", interval=None, max_backoff=300.0, low_priority=false, hold_connection=false, retention_seconds=None, connect_timeout=None, statement_timeout=None, lock_timeout=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         dsn: &str,
         prefix: &str,
@@ -146,6 +161,9 @@ impl Syncer {
         low_priority: bool,
         hold_connection: bool,
         retention_seconds: Option<[i64; 4]>,
+        connect_timeout: Option<f64>,
+        statement_timeout: Option<f64>,
+        lock_timeout: Option<f64>,
     ) -> Result<Self, Error> {
         let options = Options {
             prefix,
@@ -154,6 +172,7 @@ impl Syncer {
             low_priority,
             hold_connection,
             retention_seconds,
+            timeouts: (connect_timeout, statement_timeout, lock_timeout),
         };
         Syncer::spawn(dsn, &options)
     }

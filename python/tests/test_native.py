@@ -401,3 +401,22 @@ def test_a_configuration_the_system_cannot_back_is_a_memory_error():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.startswith("MemoryError:"), (out.stdout, out.stderr)
+
+
+def test_the_syncer_timeouts_bound_a_flush_behind_a_lock(dsn, prefix):
+    agg = Aggregator(4)
+    agg.increment_counter("locked", 1)
+    syncer = agg.start_syncer(dsn, prefix=prefix, interval=None, lock_timeout=1.0)
+    syncer.flush(timeout=30)  # creates the tables
+    with pytest.raises(ValueError, match="timeout"):
+        agg.start_syncer(dsn, prefix=prefix, interval=None, statement_timeout=-1.0)
+    with psycopg.connect(dsn) as holder:
+        holder.execute(f'LOCK TABLE "{prefix}metrics" IN ACCESS EXCLUSIVE MODE')
+        agg.increment_counter("locked", 1)
+        started = time.monotonic()
+        with pytest.raises(StorageError, match="55P03"):
+            syncer.flush(timeout=30)
+        assert time.monotonic() - started < 5
+        holder.rollback()
+    syncer.flush(timeout=30)
+    syncer.stop()

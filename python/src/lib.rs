@@ -362,6 +362,7 @@ impl Aggregator {
             low_priority,
             hold_connection,
             retention_seconds,
+            schema_v1_max_points: None,
         };
         let s = syncer::Syncer::spawn(dsn, &options)?;
         s.attach_inner(&slf.get().inner, worker_id, session_id)?;

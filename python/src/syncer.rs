@@ -23,6 +23,8 @@ pub(crate) struct Options<'a> {
     pub(crate) low_priority: bool,
     pub(crate) hold_connection: bool,
     pub(crate) retention_seconds: Option<[i64; 4]>,
+    /// `Some(max_points)`: write Chancy 0.25's schema 1.
+    pub(crate) schema_v1_max_points: Option<[usize; 4]>,
 }
 
 /// The background thread writing aggregators into Chancy's tables.
@@ -68,6 +70,9 @@ impl Syncer {
         config.hold_connection = o.hold_connection;
         if let Some(r) = o.retention_seconds {
             config.retention_secs = r;
+        }
+        if let Some(max_points) = o.schema_v1_max_points {
+            config.schema = ringmetrics_postgres::Schema::V1 { max_points };
         }
         let syncer = ringmetrics_postgres::Syncer::spawn(config)?;
         Ok(Syncer {
@@ -135,9 +140,12 @@ impl Syncer {
     /// `hold_connection=False` (the default) it connects only to write and
     /// holds no connection between flushes. `retention_seconds` (finest
     /// resolution first) is Chancy's retention: expired chunks are never
-    /// written.
+    /// written. `schema_v1_max_points` (finest first): write Chancy 0.25's
+    /// schema 1 instead, keeping that many buckets per resolution (one row
+    /// per key, resolution and worker id: never attach two aggregators
+    /// under one worker id).
     #[new]
-    #[pyo3(signature = (dsn, *, prefix="chancy_", interval=None, max_backoff=300.0, low_priority=false, hold_connection=false, retention_seconds=None))]
+    #[pyo3(signature = (dsn, *, prefix="chancy_", interval=None, max_backoff=300.0, low_priority=false, hold_connection=false, retention_seconds=None, schema_v1_max_points=None))]
     fn new(
         dsn: &str,
         prefix: &str,
@@ -146,6 +154,7 @@ impl Syncer {
         low_priority: bool,
         hold_connection: bool,
         retention_seconds: Option<[i64; 4]>,
+        schema_v1_max_points: Option<[usize; 4]>,
     ) -> Result<Self, Error> {
         let options = Options {
             prefix,
@@ -154,6 +163,7 @@ impl Syncer {
             low_priority,
             hold_connection,
             retention_seconds,
+            schema_v1_max_points,
         };
         Syncer::spawn(dsn, &options)
     }

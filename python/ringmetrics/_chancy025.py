@@ -29,6 +29,16 @@ Differences from Chancy 0.25's plugin, all deliberate:
   alphabetically first worker's value, against its own documentation);
   timestamps are aware UTC datetimes on every path (0.25 returns ISO
   strings on two of them).
+- A restart under the same worker id keeps the stored history (0.25
+  replaces it with the new process's memory). Known limit: a bucket that
+  both the old and the new process recorded (say today's 1day bucket of a
+  key both record) holds the new process's value; buckets the new process
+  does not touch are kept as they were.
+- The own-worker view of ``get_metrics`` is the live ring: with the
+  default ``ring_buckets`` it spans ``max_points`` buckets of time, so a
+  sparse series shows fewer old buckets there than 0.25's last
+  ``max_points`` non-empty ones (all of them are in the database and in the
+  merged view).
 - 0.25 has no sessions: a worker id's rows belong to that worker alone.
   Give every worker its own id (Chancy's default is a fresh uuid4); two
   workers running under one id would overwrite each other's buckets.

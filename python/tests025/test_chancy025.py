@@ -387,3 +387,54 @@ async def test_mixed_fleet_real_workers_and_the_api(db):
     # Our final flush at stop saved everything our worker recorded.
     final = [r for r in await rows(db) if r[2] == "w-ours" and r[:2] == ("global:status:succeeded", "1day")]
     assert final and sum(final[0][4]) > 0
+
+
+async def test_stop_flushes_through_repeated_cancellation(db):
+    """The worker's stop cancels run() (0.25 cancels again and again while
+    other tasks finish): the final flush still completes, even while the
+    table is locked for a moment."""
+    m = Metrics(sync_interval=3600, collection_interval=3600)
+    async with Chancy(db, plugins=[m], notifications=False) as chancy:
+        await chancy.migrate()
+        w = Worker(chancy, worker_id="w-stop", register_signal_handlers=False, queue_change_poll_interval=1)
+        await w.start()
+        await asyncio.sleep(0.5)
+        await m.increment_counter("stop:probe", 3)
+        async with await psycopg.AsyncConnection.connect(db) as locker:
+            await locker.execute("LOCK TABLE chancy_metrics IN ACCESS EXCLUSIVE MODE")
+            stopping = asyncio.ensure_future(w.stop())
+            run = next(t for t in w.manager._tasks if t.get_name() == "Metrics")
+            for _ in range(5):
+                await asyncio.sleep(0.1)
+                run.cancel()  # more cancellation while the flush waits
+            assert not stopping.done()
+            await locker.rollback()
+        assert await asyncio.wait_for(stopping, 30) is True
+    probe = [r for r in await rows(db) if r[0] == "stop:probe"]
+    assert len(probe) == 4 and all(r[4] == [3] for r in probe)
+
+
+async def test_real_worker_records_jobs_and_a_restart_keeps_history(db):
+    """Real jobs through a real worker with ours alone; the worker restarts
+    under the same id and its rows keep the first run's buckets. (A bucket
+    both runs record, such as today's 1day bucket of a key both record,
+    holds the second run's value: see the module's documentation.)"""
+    for func, n in ((jobs025.quick, 5), (jobs025.boom, 3)):
+        m = Metrics(sync_interval=1, collection_interval=3600)
+        async with Chancy(db, plugins=[m], notifications=False) as chancy:
+            await chancy.migrate()
+            await chancy.declare(
+                Queue("q", concurrency=2, polling_interval=1, executor="chancy.executors.asyncex.AsyncExecutor"),
+                upsert=True,
+            )
+            w = Worker(chancy, worker_id="w-fixed", register_signal_handlers=False, queue_change_poll_interval=1)
+            await w.start()
+            refs = [ref async for batch in chancy.push_many([func.job.with_queue("q") for _ in range(n)]) for ref in batch]
+            await asyncio.wait_for(chancy.wait_for_jobs(refs, interval=0.2), 60)
+            await asyncio.sleep(0.2)
+            await w.stop()
+    stored = {r[:2]: r for r in await rows(db) if r[2] == "w-fixed"}
+    for r in ("1min", "5min", "1hour", "1day"):
+        assert sum(stored[("job:jobs025.quick:succeeded", r)][4]) == 5
+        assert sum(stored[("job:jobs025.boom:failed", r)][4]) == 3
+        assert sum(v["count"] for v in stored[("job:jobs025.quick:execution_time", r)][4]) == 5

@@ -85,7 +85,7 @@ pub(crate) fn upsert_sql(metrics: &str, max_points: [usize; 4]) -> String {
             .collect();
         format!("(CASE {col}{arms} END)")
     };
-    let merged = |col: &str| {
+    let general = |col: &str| {
         format!(
             "(SELECT array_agg(d.{col} ORDER BY d.t DESC) FROM (
                  SELECT u.t, u.v, row_number() OVER (ORDER BY u.t DESC) AS rn FROM (
@@ -97,6 +97,23 @@ pub(crate) fn upsert_sql(metrics: &str, max_points: [usize; 4]) -> String {
                  ) u
              ) d WHERE d.rn <= {})",
             limit("EXCLUDED.resolution")
+        )
+    };
+    // Two shapes cover the steady state and cost a concatenation: every
+    // sent bucket is newer than the stored newest (new buckets), or the
+    // oldest sent is the stored newest (it changed, maybe newer ones too).
+    // Any other shape (a late record into an older bucket, a resend after
+    // a restart) takes the general merge.
+    let merged = |col: &str, name: &str| {
+        let max = limit("EXCLUDED.resolution");
+        format!(
+            "CASE WHEN EXCLUDED.timestamps[cardinality(EXCLUDED.timestamps)] > m.timestamps[1]
+                      THEN (EXCLUDED.{name} || m.{name})[1:{max}]
+                  WHEN EXCLUDED.timestamps[cardinality(EXCLUDED.timestamps)] = m.timestamps[1]
+                      THEN (EXCLUDED.{name} || m.{name}[2:])[1:{max}]
+                  ELSE {}
+             END",
+            general(col)
         )
     };
     format!(
@@ -114,8 +131,8 @@ pub(crate) fn upsert_sql(metrics: &str, max_points: [usize; 4]) -> String {
              metric_type = EXCLUDED.metric_type,
              updated_at = now()",
         lim = limit("r.resolution"),
-        ts = merged("t"),
-        vs = merged("v"),
+        ts = merged("t", "timestamps"),
+        vs = merged("v", "values"),
     )
 }
 

@@ -127,6 +127,22 @@ fn rows_and_json_are_chancy_025s() {
     assert!(updated);
     // Nothing new: nothing written.
     assert_eq!(s.flush(WAIT).unwrap().rows_written, 0);
+    // A late record into the older minute (the general merge): that bucket
+    // changes, the newer one stays.
+    clock.set(T0 * 1_000_000_000 + 30_000_000_000);
+    agg.increment_counter("jobs:done", 1.0).unwrap();
+    assert_eq!(s.flush(WAIT).unwrap().rows_written, 4);
+    assert_eq!(
+        row(&p, "jobs:done", "1min", "w1"),
+        (vec![T0 + 60, T0], vec!["0.25".into(), "4".into()], "counter".into())
+    );
+    // A newer minute (a concatenation) and the current 5min bucket again
+    // (from the stored newest on).
+    clock.set((T0 + 120) * 1_000_000_000);
+    agg.increment_counter("jobs:done", 2.0).unwrap();
+    s.flush(WAIT).unwrap();
+    assert_eq!(row(&p, "jobs:done", "1min", "w1").1, ["2", "0.25", "4"]);
+    assert_eq!(row(&p, "jobs:done", "5min", "w1").1, ["6.25"]);
     s.stop(WAIT).unwrap();
 }
 

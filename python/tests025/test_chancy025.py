@@ -438,3 +438,36 @@ async def test_real_worker_records_jobs_and_a_restart_keeps_history(db):
         assert sum(stored[("job:jobs025.quick:succeeded", r)][4]) == 5
         assert sum(stored[("job:jobs025.boom:failed", r)][4]) == 3
         assert sum(v["count"] for v in stored[("job:jobs025.quick:execution_time", r)][4]) == 5
+
+
+async def test_table_sizes_are_histograms(db):
+    """0.25's leader task records table sizes as histograms (0.26: gauges):
+    ours keeps 0.25's kinds, so a fleet mixed with 0.25's own plugin never
+    writes one key with two types."""
+    m = Metrics(collection_interval=0.05)
+    async with Chancy(db, plugins=[m], notifications=False) as chancy:
+        await chancy.migrate()
+        leader = asyncio.Event()
+        leader.set()
+        worker = types.SimpleNamespace(is_leader=leader)
+        task = asyncio.ensure_future(m._collect_table_sizes(worker, chancy))
+        for _ in range(100):
+            await asyncio.sleep(0.05)
+            if any(k == "table:metrics:total_size_bytes" for k, *_ in m.aggregator().series()):
+                break
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        kinds = {k: kind for k, kind, _ in m.aggregator().series()}
+        assert kinds["table:metrics:total_size_bytes"] == "histogram"
+        assert kinds["table:jobs:index_size_bytes"] == "histogram"
+        assert kinds["metrics:table_size_runs"] == "counter"
+        m.worker_id = "w"
+        await m.flush(chancy)
+        await m._flush_and_stop(chancy)
+    types_stored = {(r[0], r[5]) for r in await rows(db) if r[0].startswith("table:metrics:")}
+    assert types_stored == {
+        ("table:metrics:total_size_bytes", "histogram"),
+        ("table:metrics:table_size_bytes", "histogram"),
+        ("table:metrics:index_size_bytes", "histogram"),
+    }

@@ -132,8 +132,13 @@ async def _wait(pending: Any) -> dict[str, int]:
     loop = asyncio.get_running_loop()
     done = loop.create_future()
     fd = pending.fileno()
+
+    def ready() -> None:
+        if not done.done():
+            done.set_result(None)
+
     try:
-        loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+        loop.add_reader(fd, ready)
     except NotImplementedError:
         while not pending.done():
             await asyncio.sleep(0.01)
@@ -215,7 +220,7 @@ class Metrics(_ChancyMetrics):
         self.aggregated_metrics_cache: dict[str, Metric] = {}
         # 0.25's per-key structures are not used: the aggregator holds the
         # local data.
-        self.local_metrics_cache = {}
+        self.local_metrics_cache: dict[str, Metric] = {}
         for name in _RECORD_METHODS:
             if getattr(type(self), name) is getattr(Metrics, name):
                 setattr(self, name, getattr(self._recorder, name))

@@ -373,6 +373,26 @@ rm_result rm_syncer_start(const rm_aggregator *agg,
                           double interval_secs,
                           rm_syncer **out);
 
+// [`rm_syncer_start`] writing Chancy 0.25's metrics schema (version 1):
+// one row per key, resolution and worker id, newest-first arrays of at
+// most `max_points[i]` buckets per resolution (1min, 5min, 1hour, 1day;
+// NULL: Chancy 0.25's 60, 288, 168, 90; a zero is `RM_INVALID_CONFIG`).
+// The tables must be at version 1 (created when missing); a database
+// migrated by Chancy 0.26 fails the flushes with `RM_SCHEMA_VERSION`.
+// 0.25 has no sessions: never run two aggregators under one `worker_id`.
+//
+// Thread safety: any thread.
+//
+// # Safety
+// As [`rm_syncer_start`]; `max_points` NULL or pointing to 4 values.
+rm_result rm_syncer_start_v1(const rm_aggregator *agg,
+                             const char *dsn,
+                             const char *prefix,
+                             const char *worker_id,
+                             double interval_secs,
+                             const size_t *max_points,
+                             rm_syncer **out);
+
 // Write every changed chunk now; wait at most `timeout_secs` (0 to
 // `RM_MAX_DURATION_SECS`; NaN, infinite, negative or larger is
 // `RM_INVALID_ARGUMENT`, and nothing is done). `report`

@@ -37,6 +37,10 @@ tests/c/run.sh
 step "Python: pytest against real Chancy and PostgreSQL"
 .venv/bin/python -m pytest python/tests
 
+step "Python: the Chancy 0.25.1 environment (.venv-025) and its suite (schema 1, 0.25's own plugin side by side)"
+scripts/setup-python-025.sh
+.venv-025/bin/python -m pytest python/tests025
+
 step "Wheel: one abi3 wheel through auditwheel, installed in a fresh venv without cargo/rustc, plugin suite there"
 scripts/test-wheel.sh
 

@@ -4,7 +4,7 @@ use std::ffi::c_char;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringmetrics_postgres::{SyncError, Syncer, SyncerConfig};
+use ringmetrics_postgres::{Schema, SyncError, Syncer, SyncerConfig, V1_DEFAULT_MAX_POINTS};
 
 use crate::aggregator::{agg_ref, rm_aggregator};
 use crate::result::{boundary, copy_out, free_box, remember, sync_error};
@@ -83,6 +83,65 @@ pub unsafe extern "C" fn rm_syncer_start(
     interval_secs: f64,
     out: *mut *mut rm_syncer,
 ) -> rm_result {
+    // SAFETY: the caller's guarantees, passed on.
+    unsafe { start(agg, dsn, prefix, worker_id, interval_secs, Schema::V2, out) }
+}
+
+/// [`rm_syncer_start`] writing Chancy 0.25's metrics schema (version 1):
+/// one row per key, resolution and worker id, newest-first arrays of at
+/// most `max_points[i]` buckets per resolution (1min, 5min, 1hour, 1day;
+/// NULL: Chancy 0.25's 60, 288, 168, 90; a zero is `RM_INVALID_CONFIG`).
+/// The tables must be at version 1 (created when missing); a database
+/// migrated by Chancy 0.26 fails the flushes with `RM_SCHEMA_VERSION`.
+/// 0.25 has no sessions: never run two aggregators under one `worker_id`.
+///
+/// Thread safety: any thread.
+///
+/// # Safety
+/// As [`rm_syncer_start`]; `max_points` NULL or pointing to 4 values.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn rm_syncer_start_v1(
+    agg: *const rm_aggregator,
+    dsn: *const c_char,
+    prefix: *const c_char,
+    worker_id: *const c_char,
+    interval_secs: f64,
+    max_points: *const usize,
+    out: *mut *mut rm_syncer,
+) -> rm_result {
+    let max_points = if max_points.is_null() {
+        V1_DEFAULT_MAX_POINTS
+    } else {
+        // SAFETY: the caller guarantees 4 readable values.
+        unsafe { std::ptr::read_unaligned(max_points.cast::<[usize; 4]>()) }
+    };
+    // SAFETY: the caller's guarantees, passed on.
+    unsafe {
+        start(
+            agg,
+            dsn,
+            prefix,
+            worker_id,
+            interval_secs,
+            Schema::V1 { max_points },
+            out,
+        )
+    }
+}
+
+/// Both starts.
+///
+/// # Safety
+/// As [`rm_syncer_start`].
+unsafe fn start(
+    agg: *const rm_aggregator,
+    dsn: *const c_char,
+    prefix: *const c_char,
+    worker_id: *const c_char,
+    interval_secs: f64,
+    schema: Schema,
+    out: *mut *mut rm_syncer,
+) -> rm_result {
     boundary(|| {
         let (Some(a), false) = (agg_ref(agg), out.is_null()) else {
             return RM_NULL_POINTER;
@@ -104,6 +163,7 @@ pub unsafe extern "C" fn rm_syncer_start(
             config.worker_id = w.into();
         }
         config.interval = interval;
+        config.schema = schema;
         match Syncer::start(a.agg.clone(), config) {
             Ok(s) => {
                 let boxed = Box::new(rm_syncer {

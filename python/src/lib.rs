@@ -366,6 +366,7 @@ impl Aggregator {
             hold_connection,
             retention_seconds,
             timeouts: (connect_timeout, statement_timeout, lock_timeout),
+            schema_v1_max_points: None,
         };
         let s = syncer::Syncer::spawn(dsn, &options)?;
         s.attach_inner(&slf.get().inner, worker_id, session_id)?;

@@ -25,6 +25,8 @@ pub(crate) struct Options<'a> {
     pub(crate) retention_seconds: Option<[i64; 4]>,
     /// `(connect, statement, lock)` timeouts in seconds; `None`: defaults.
     pub(crate) timeouts: (Option<f64>, Option<f64>, Option<f64>),
+    /// `Some(max_points)`: write Chancy 0.25's schema 1.
+    pub(crate) schema_v1_max_points: Option<[usize; 4]>,
 }
 
 /// The background thread writing aggregators into Chancy's tables.
@@ -80,6 +82,9 @@ impl Syncer {
         }
         if let Some(t) = lock {
             config.lock_timeout = duration::timeout(t)?;
+        }
+        if let Some(max_points) = o.schema_v1_max_points {
+            config.schema = ringmetrics_postgres::Schema::V1 { max_points };
         }
         let syncer = ringmetrics_postgres::Syncer::spawn(config)?;
         Ok(Syncer {
@@ -150,8 +155,12 @@ impl Syncer {
     /// written. `connect_timeout` (default 10 s; the DSN's wins),
     /// `statement_timeout` (30 s) and `lock_timeout` (10 s) bound every
     /// connection attempt and every statement of the syncer (0: none).
+    /// `schema_v1_max_points` (finest first): write Chancy 0.25's schema 1
+    /// instead, keeping that many buckets per resolution (one row per key,
+    /// resolution and worker id: never attach two aggregators under one
+    /// worker id).
     #[new]
-    #[pyo3(signature = (dsn, *, prefix="chancy_", interval=None, max_backoff=300.0, low_priority=false, hold_connection=false, retention_seconds=None, connect_timeout=None, statement_timeout=None, lock_timeout=None))]
+    #[pyo3(signature = (dsn, *, prefix="chancy_", interval=None, max_backoff=300.0, low_priority=false, hold_connection=false, retention_seconds=None, connect_timeout=None, statement_timeout=None, lock_timeout=None, schema_v1_max_points=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         dsn: &str,
@@ -164,6 +173,7 @@ impl Syncer {
         connect_timeout: Option<f64>,
         statement_timeout: Option<f64>,
         lock_timeout: Option<f64>,
+        schema_v1_max_points: Option<[usize; 4]>,
     ) -> Result<Self, Error> {
         let options = Options {
             prefix,
@@ -173,6 +183,7 @@ impl Syncer {
             hold_connection,
             retention_seconds,
             timeouts: (connect_timeout, statement_timeout, lock_timeout),
+            schema_v1_max_points,
         };
         Syncer::spawn(dsn, &options)
     }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use crate::connect::{Connector, Timeouts};
 use crate::error::SyncError;
+use crate::schema_v1::Schema;
 
 /// Syncer settings. `SyncerConfig::new(dsn)` gives Chancy's defaults.
 #[derive(Clone)]
@@ -63,6 +64,12 @@ pub struct SyncerConfig {
     /// `lock_timeout` of the syncer's own statements (`SET LOCAL`); zero:
     /// none. Default 10 s.
     pub lock_timeout: Duration,
+    /// The layout written: [`Schema::V2`] (Chancy 0.26, the default) or
+    /// [`Schema::V1`] (Chancy 0.25's one row per key, resolution and
+    /// worker id; `session_id` and `retention_secs` are then unused, 0.25
+    /// keeps `max_points` buckets and its `cleanup` deletes whole rows).
+    /// The tables found must be at the matching version.
+    pub schema: Schema,
 }
 
 impl std::fmt::Debug for SyncerConfig {
@@ -88,6 +95,7 @@ impl std::fmt::Debug for SyncerConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("statement_timeout", &self.statement_timeout)
             .field("lock_timeout", &self.lock_timeout)
+            .field("schema", &self.schema)
             .finish()
     }
 }
@@ -111,6 +119,7 @@ impl SyncerConfig {
             connect_timeout: t.connect,
             statement_timeout: t.statement,
             lock_timeout: t.lock,
+            schema: Schema::V2,
         }
     }
 
@@ -146,6 +155,7 @@ impl SyncerConfig {
         if self.max_backoff.is_zero() {
             return Err(SyncError::InvalidConfig("max_backoff must be positive".into()));
         }
+        self.schema.validate()?;
         if self.connect_timeout.is_zero() {
             return Err(SyncError::InvalidConfig("connect_timeout must be positive".into()));
         }

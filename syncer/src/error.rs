@@ -14,6 +14,8 @@ pub enum SyncError {
     SchemaVersion {
         /// The version found.
         found: i32,
+        /// The version this syncer writes (2: Chancy 0.26, 1: Chancy 0.25).
+        expected: i32,
     },
     /// No reply within the timeout (the work goes on in the background).
     Timeout,
@@ -26,10 +28,20 @@ impl fmt::Display for SyncError {
         match self {
             SyncError::InvalidConfig(m) => write!(f, "invalid syncer configuration: {m}"),
             SyncError::Database(m) => write!(f, "database error: {m}"),
-            SyncError::SchemaVersion { found } => write!(
+            SyncError::SchemaVersion { found: 1, expected: 2 } => f.write_str(
+                "the metrics tables are at schema version 1 (Chancy 0.25's layout), this syncer writes version 2 \
+                 (Chancy 0.26): run Chancy 0.26's migrations (`await chancy.migrate()`, which drops the version-1 \
+                 table) or configure the syncer for schema 1",
+            ),
+            SyncError::SchemaVersion { found: 2, expected: 1 } => f.write_str(
+                "the metrics tables are at schema version 2 (Chancy 0.26's layout), this syncer writes version 1 \
+                 (Chancy 0.25): Chancy 0.25 cannot use a database migrated by Chancy 0.26; use Chancy 0.26 (schema \
+                 2) or another database or prefix",
+            ),
+            SyncError::SchemaVersion { found, expected } => write!(
                 f,
-                "the metrics tables are at schema version {found}, ringmetrics writes version 2: \
-                 run Chancy's migrations (`await chancy.migrate()`) to bring them to version 2"
+                "the metrics tables are at schema version {found}, this syncer writes version {expected}: \
+                 run the migrations of the matching Chancy release (`await chancy.migrate()`)"
             ),
             SyncError::Timeout => f.write_str("timed out waiting for the syncer"),
             SyncError::Stopped => f.write_str("the syncer has stopped"),

@@ -42,7 +42,12 @@ pub(crate) fn ensure(client: &mut Client, prefix: &str, create: bool, pg: &Conne
     };
     match found {
         Some(VERSION) => {}
-        Some(other) => return Err(SyncError::SchemaVersion { found: other }),
+        Some(other) => {
+            return Err(SyncError::SchemaVersion {
+                found: other,
+                expected: VERSION,
+            });
+        }
         None => {
             let has_metrics: bool = tx
                 .query_typed_one(
@@ -54,7 +59,10 @@ pub(crate) fn ensure(client: &mut Client, prefix: &str, create: bool, pg: &Conne
             if has_metrics {
                 // Tables without a version row: Chancy's 0.25 layout or
                 // someone else's. Don't touch them.
-                return Err(SyncError::SchemaVersion { found: 1 });
+                return Err(SyncError::SchemaVersion {
+                    found: 1,
+                    expected: VERSION,
+                });
             }
             if !create {
                 return Err(SyncError::InvalidConfig(format!(

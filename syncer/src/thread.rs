@@ -15,6 +15,7 @@ use crate::config::SyncerConfig;
 use crate::connect::Connector;
 use crate::error::SyncError;
 use crate::schema;
+use crate::schema_v1::{self, Schema};
 use crate::source::Source;
 use crate::writer::Writer;
 
@@ -371,7 +372,13 @@ struct State {
 
 impl State {
     fn new(config: SyncerConfig, pg: Connector, status: Arc<Mutex<SyncStatus>>) -> Self {
-        let writer = Writer::new(config.prefix.clone(), pg.secret(), pg.timeouts(), config.retention_secs);
+        // Schema 1 keeps buckets by count, not age: nothing is too old.
+        let retention = match config.schema {
+            Schema::V2 => config.retention_secs,
+            Schema::V1 { .. } => [1 << 50; 4],
+        };
+        let mut writer = Writer::new(config.prefix.clone(), pg.secret(), pg.timeouts(), retention);
+        writer.schema = config.schema;
         State {
             config,
             pg,
@@ -449,7 +456,12 @@ impl State {
         }
         let client = self.client.as_mut().expect("connected above");
         if !self.schema_checked {
-            schema::ensure(client, &self.config.prefix, self.config.create_schema, &self.pg)?;
+            match self.config.schema {
+                Schema::V2 => schema::ensure(client, &self.config.prefix, self.config.create_schema, &self.pg)?,
+                Schema::V1 { .. } => {
+                    schema_v1::ensure(client, &self.config.prefix, self.config.create_schema, &self.pg)?
+                }
+            }
             self.schema_checked = true;
         }
         Ok(client)

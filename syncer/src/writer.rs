@@ -18,6 +18,7 @@ use ringmetrics::Kind;
 use crate::config::ident;
 use crate::connect::{Timeouts, begin};
 use crate::error::{SyncError, db};
+use crate::schema_v1::Schema;
 use crate::source::{Change, Source};
 use crate::thread::FlushReport;
 
@@ -108,10 +109,12 @@ fn upsert_sql(metrics: &str) -> String {
 
 /// The syncer thread's sources and what it has collected from them.
 pub(crate) struct Writer {
-    prefix: String,
-    secret: Option<String>,
+    pub(crate) prefix: String,
+    pub(crate) secret: Option<String>,
     /// `SET LOCAL` timeouts of every write transaction.
-    timeouts: Timeouts,
+    pub(crate) timeouts: Timeouts,
+    /// The layout written (chunk rows, or Chancy 0.25's arrays).
+    pub(crate) schema: Schema,
     /// Chancy's retention per resolution, seconds (finest first).
     retention_secs: [i64; 4],
     pub(crate) sources: Vec<Source>,
@@ -129,6 +132,7 @@ impl Writer {
             secret,
             timeouts,
             retention_secs,
+            schema: Schema::V2,
             sources: Vec::new(),
             pending: Vec::new(),
             last_warning: None,
@@ -198,7 +202,13 @@ impl Writer {
         }
         let mut batches = batches.into_iter();
         while let Some(batch) = batches.next() {
-            match self.write_batch(client, &batch, &mut report) {
+            let written = match self.schema {
+                Schema::V2 => self.write_batch(client, &batch, &mut report),
+                Schema::V1 { max_points } => {
+                    crate::writer_v1::write_batch(self, client, &batch, &mut report, max_points)
+                }
+            };
+            match written {
                 Ok(conflicts) => {
                     for (i, change) in batch {
                         if conflicts.contains(&(i, change.id)) {

@@ -419,8 +419,8 @@ fn schema_version_mismatch_is_a_clear_error_and_touches_nothing() {
     agg.increment_counter("c", 1.0).unwrap();
     let s = syncer(&agg, &p, "w");
     let e = s.flush(WAIT).unwrap_err();
-    assert_eq!(e, SyncError::SchemaVersion { found: 1 });
-    assert!(e.to_string().contains("run Chancy's migrations"), "{e}");
+    assert_eq!(e, SyncError::SchemaVersion { found: 1, expected: 2 });
+    assert!(e.to_string().contains("run Chancy 0.26's migrations"), "{e}");
     let old: String = c
         .query_one(&format!("SELECT metric_key FROM \"{p}metrics\""), &[])
         .unwrap()

@@ -68,6 +68,16 @@ python=${RINGMETRICS_PYTHON:-$root/.venv/bin/python}
 psql_drop "$prefix"
 echo "c: C++ worker end to end: ok"
 
+# The same worker on Chancy 0.25's schema 1 (rm_syncer_start_v1), read back
+# by Chancy 0.25.1's own plugin (.venv-025).
+c++ -std=c++17 -Wall -Wextra -Wpedantic -Werror $san -I include tests/c/worker025.cpp $libs -o "$out/worker025"
+prefix="cxx025_$$_"
+"$out/worker025" "$RINGMETRICS_DSN" "$prefix" cxx-025
+[ -x "$root/.venv-025/bin/python" ] || scripts/setup-python-025.sh
+"$root/.venv-025/bin/python" tests/c/check_chancy025.py "$RINGMETRICS_DSN" "$prefix"
+psql_drop "$prefix"
+echo "c: C++ worker on schema 1 end to end: ok"
+
 # fork() while threads record: hundreds of children must record, snapshot
 # and exit within a second each.
 cc -std=c11 -Wall -Wextra -Wpedantic -Werror $san -I include tests/c/test_fork.c $libs -o "$out/test_fork"

@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import uuid
 import weakref
 from typing import Any
@@ -62,6 +63,10 @@ RING_MINIMUM = {"1min": 24, "5min": 24, "1hour": 24, "1day": 12}
 
 #: How long one flush may take, in seconds.
 FLUSH_TIMEOUT = 60.0
+
+#: The most series one session's aggregator holds (a ``max_buffered_points``
+#: above four times this still works: full aggregators are renewed).
+MAX_SERIES = 1 << 16
 
 #: The record methods bound natively on each instance.
 _RECORD_METHODS = ("increment_counter", "record_gauge", "record_histogram_value")
@@ -105,6 +110,18 @@ class _Session:
         self.created = 0.0
         #: New keys refused for capacity when it was created (none).
         self.refused = 0
+
+
+#: Every plugin of the process, for the fork handler.
+_PLUGINS: weakref.WeakSet[Metrics] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for plugin in list(_PLUGINS):
+        plugin._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _add_drops(total: dict[str, Any], drops: dict[str, Any]) -> None:
@@ -189,8 +206,13 @@ class Metrics(_ChancyMetrics):
         )
         self._clock = clock
         self._low_priority_syncer = bool(low_priority_syncer)
-        self._capacity = max(1, max_buffered_points // 4)
+        # A limit, not a reservation: one aggregator never reserves more
+        # than MAX_SERIES series (renewal frees full ones once saved).
+        self._capacity = max(1, min(max_buffered_points // 4, MAX_SERIES))
+        self._ring_override = ring_buckets
         self._ring = ring_depths(self.max_points, sync_interval, ring_buckets)
+        #: The recorder the instance's record methods are bound to.
+        self._front: Recorder | None = None
         self._syncer: Syncer | None = None
         self._syncer_target: tuple[str, str] | None = None
         #: Direct calls, by the worker id they carry.
@@ -205,6 +227,7 @@ class Metrics(_ChancyMetrics):
         #: Drop counters of sessions already freed.
         self._released_drops: dict[str, Any] = {}
         self._bind_direct()
+        _PLUGINS.add(self)
 
     # -- sessions ----------------------------------------------------------
 
@@ -222,12 +245,36 @@ class Metrics(_ChancyMetrics):
             self._bind_direct()
 
     def _bind_direct(self) -> None:
-        """Bind the native record methods to the direct session of the
-        current worker id (a subclass that overrides one keeps its own)."""
+        """Point the instance's native record methods at the direct session
+        of the current worker id (a subclass that overrides one keeps its
+        own). They are bound once, to one front recorder that is retargeted,
+        so a method taken earlier (``inc = metrics.increment_counter``)
+        follows ``worker_id`` and renewals as Chancy's does."""
         session = self._direct_session(self._worker_id)
-        for name in _RECORD_METHODS:
-            if getattr(type(self), name) is getattr(Metrics, name):
-                setattr(self, name, getattr(session.recorder, name))
+        if self._front is None:
+            self._front = self._recorder(session.aggregator)
+            for name in _RECORD_METHODS:
+                if getattr(type(self), name) is getattr(Metrics, name):
+                    setattr(self, name, getattr(self._front, name))
+        else:
+            self._front.retarget(session.aggregator)
+
+    @property
+    def sync_interval(self) -> int:
+        """Chancy's ``sync_interval``, read afresh by ``run`` each round.
+        Changing it resizes the rings (new sessions for every owner; the
+        old ones are saved, then freed), so a longer interval loses no
+        unsaved bucket."""
+        return self._sync_interval
+
+    @sync_interval.setter
+    def sync_interval(self, value: int) -> None:
+        self._sync_interval = value
+        if "_direct" in self.__dict__:
+            ring = ring_depths(self.max_points, value, self._ring_override)
+            if ring != self._ring:
+                self._ring = ring
+                self._renew(lambda session: True)
 
     def _direct_session(self, worker_id: str) -> _Session:
         session = self._direct.get(worker_id)
@@ -242,9 +289,14 @@ class Metrics(_ChancyMetrics):
         aggregator = Aggregator(self._capacity, buckets=self._ring, clock=self._clock)
         session = _Session(aggregator, session_id, worker_id)
         session.created = self._now()
-        # Follow a monkeypatched ``chancy...metrics.utcnow`` unless a
-        # ManualClock drives time. The warning holds the plugin weakly (no
-        # reference cycle through the native recorder).
+        session.recorder = self._recorder(aggregator)
+        return session
+
+    def _recorder(self, aggregator: Aggregator) -> Recorder:
+        """A native recorder into ``aggregator`` with the plugin's warning
+        and clock hook: follow a monkeypatched ``chancy...metrics.utcnow``
+        unless a ManualClock drives time. The warning holds the plugin
+        weakly (no reference cycle through the native recorder)."""
         hook = None if self._clock is not None else (vars(_chancy_metrics), "utcnow", _ORIGINAL_UTCNOW)
         plugin = weakref.ref(self)
 
@@ -253,8 +305,7 @@ class Metrics(_ChancyMetrics):
             if p is not None:
                 p._warn(message)
 
-        session.recorder = Recorder(aggregator, dropped, hook)
-        return session
+        return Recorder(aggregator, dropped, hook)
 
     def _now(self) -> float:
         """The plugin's time: its ManualClock, else Chancy's (patchable)
@@ -271,20 +322,52 @@ class Metrics(_ChancyMetrics):
         life. A full aggregator is renewed at once if it refused a new key,
         else once it is an hour old by its clock (each renewal starts new
         rows for the open chunks)."""
+        def full(session: _Session) -> bool:
+            aggregator = session.aggregator
+            if len(aggregator) < self._capacity:
+                return False
+            refused = aggregator.drops()["capacity_exhausted"]
+            return refused != session.refused or self._now() - session.created >= 3600
+
+        self._renew(full)
+
+    def _renew(self, which) -> None:
+        """Give each owner whose session ``which`` picks a fresh aggregator
+        under a new session id; the old one is retired (saved, then
+        freed)."""
         renewed = False
         for table in (self._direct, self._sessions):
             for owner, session in list(table.items()):
-                aggregator = session.aggregator
-                if len(aggregator) < self._capacity:
-                    continue
-                refused = aggregator.drops()["capacity_exhausted"]
-                if refused == session.refused and self._now() - session.created < 3600:
-                    continue
-                table[owner] = self._new_session(str(uuid.uuid4()), session.worker_id)
-                self._retired.append(session)
-                renewed = True
+                if which(session):
+                    table[owner] = self._new_session(str(uuid.uuid4()), session.worker_id)
+                    self._retired.append(session)
+                    renewed = True
         if renewed:
             self._bind_direct()
+
+    def _retire_idle_direct(self) -> None:
+        """After a successful flush, retire the direct sessions of worker ids
+        other than the current one (saved, then freed): a worker id used
+        once does not hold an aggregator for the plugin's life. A later
+        call carrying that id starts a new session."""
+        for worker_id, session in list(self._direct.items()):
+            if worker_id != self._worker_id:
+                del self._direct[worker_id]
+                self._retired.append(session)
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: the syncer thread is the parent's, and so is
+        the data recorded before the fork (the parent saves it). Start
+        afresh: no syncer, new aggregators under new session ids."""
+        self._syncer = None
+        self._syncer_target = None
+        self._running = set()
+        self._retired = []
+        self._direct = {}
+        self._front = None
+        self.session_id = uuid.uuid4()
+        self._sessions = {w: self._new_session(str(uuid.uuid4()), w.worker_id) for w in self._sessions}
+        self._bind_direct()
 
     def _all_sessions(self) -> list[_Session]:
         return [*self._direct.values(), *self._sessions.values(), *self._retired]
@@ -356,12 +439,13 @@ class Metrics(_ChancyMetrics):
 
     # -- saving ------------------------------------------------------------
 
-    def _syncer_for(self, chancy: Any) -> Syncer:
+    async def _syncer_for(self, chancy: Any) -> Syncer:
         target = (chancy.dsn, chancy.prefix)
         if self._syncer is not None and self._syncer_target != target:
-            # Another app: its data goes where the next syncer writes.
-            self._syncer.stop(FLUSH_TIMEOUT)
-            self._syncer = None
+            # Another app: the old syncer's final flush is its own affair
+            # (it never fails this flush, nor blocks the loop); what it
+            # cannot save goes where the next syncer writes.
+            await self._stop_syncer()
         if self._syncer is None:
             self._syncer = Syncer(
                 chancy.dsn,
@@ -370,6 +454,7 @@ class Metrics(_ChancyMetrics):
                 max_backoff=300.0,
                 low_priority=self._low_priority_syncer,
                 retention_seconds=[self.retention(name) for name in RESOLUTIONS],
+                create_schema=False,
             )
             self._syncer_target = target
             for session in self._all_sessions():
@@ -410,14 +495,17 @@ class Metrics(_ChancyMetrics):
         are retried (a retry never double counts)."""
         async with self._flush_lock:
             try:
-                await _wait(self._syncer_for(chancy).flush_in_background(FLUSH_TIMEOUT))
+                syncer = await self._syncer_for(chancy)
+                await _wait(syncer.flush_in_background(FLUSH_TIMEOUT))
                 self._renew_full()
+                self._retire_idle_direct()
                 await self._release_saved()
             finally:
                 self._read_cache.clear()
-            if not self._running:
-                # No worker runs: nothing is left running after this call.
-                await self._stop_syncer()
+                if not self._running:
+                    # No worker runs: nothing is left running after this
+                    # call, whether it saved or failed.
+                    await self._stop_syncer()
 
     def aggregators(self) -> list[Aggregator]:
         """The aggregators behind this plugin (for snapshots and drop

@@ -367,6 +367,7 @@ impl Aggregator {
             retention_seconds,
             timeouts: (connect_timeout, statement_timeout, lock_timeout),
             schema_v1_max_points: None,
+            create_schema: true,
         };
         let s = syncer::Syncer::spawn(dsn, &options)?;
         s.attach_inner(&slf.get().inner, worker_id, session_id)?;
@@ -475,6 +476,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<syncer::PendingFlush>()?;
     m.add_function(wrap_pyfunction!(read_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(cleanup, m)?)?;
+    m.add_function(wrap_pyfunction!(syncer::_stop_all_syncers, m)?)?;
+    m.py()
+        .import("atexit")?
+        .call_method1("register", (m.getattr("_stop_all_syncers")?,))?;
     m.add("StorageError", m.py().get_type::<StorageError>())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

@@ -46,17 +46,25 @@ struct ClockHook {
     namespace: Py<PyDict>,
     name: Py<PyString>,
     original: Py<PyAny>,
-    /// The aggregator's clock, overridden while the hook is patched.
-    clock: OverridableClock,
-    /// Whether `clock` is currently overridden by the hook.
+    /// Whether the target's clock is currently overridden by the hook.
     overridden: AtomicBool,
+}
+
+/// What a Recorder records into: an aggregator and, for the clock hook,
+/// its overridable clock.
+struct Target {
+    agg: Arc<ringmetrics::Aggregator>,
+    /// The aggregator's clock, overridden while the hook is patched.
+    clock: Option<OverridableClock>,
 }
 
 /// Records into an aggregator the way Chancy's plugin methods do: never
 /// raises on bad input, returns an awaitable that is already done.
 #[pyclass(module = "ringmetrics._native", frozen)]
 pub(crate) struct Recorder {
-    agg: Arc<ringmetrics::Aggregator>,
+    /// Swapped by `retarget` (under the GIL, as every call is: the lock is
+    /// never contended).
+    target: parking_lot::RwLock<Target>,
     /// `warn(message)`: the plugin's rate-limited warning.
     warn: Py<PyAny>,
     hook: Option<ClockHook>,
@@ -76,25 +84,25 @@ impl Recorder {
         warn: Py<PyAny>,
         clock_hook: Option<(Py<PyDict>, Py<PyString>, Py<PyAny>)>,
     ) -> PyResult<Self> {
-        let agg = aggregator.get();
-        let hook = match clock_hook {
-            None => None,
-            Some((namespace, name, original)) => Some(ClockHook {
-                namespace,
-                name,
-                original,
-                clock: agg
-                    .overridable
-                    .clone()
-                    .ok_or_else(|| PyValueError::new_err("a clock hook needs an aggregator without a ManualClock"))?,
-                overridden: AtomicBool::new(false),
-            }),
-        };
+        let hook = clock_hook.map(|(namespace, name, original)| ClockHook {
+            namespace,
+            name,
+            original,
+            overridden: AtomicBool::new(false),
+        });
+        let target = Recorder::target_of(aggregator, hook.is_some())?;
         Ok(Recorder {
-            agg: agg.inner.clone(),
+            target: parking_lot::RwLock::new(target),
             warn,
             hook,
         })
+    }
+
+    /// Record into `aggregator` from now on (calls through methods taken
+    /// earlier included).
+    fn retarget(&self, aggregator: &Bound<'_, Aggregator>) -> PyResult<()> {
+        *self.target.write() = Recorder::target_of(aggregator, self.hook.is_some())?;
+        Ok(())
     }
 
     /// Record `value` into `key` of `kind` ("counter", "gauge",
@@ -105,7 +113,7 @@ impl Recorder {
             // SAFETY: the objects are live for the call; attached.
             Ok(kind) => unsafe { self.record_raw(kind, key.as_ptr(), value.as_ptr(), unit.as_ptr()) },
             Err(Error::Value(m)) => {
-                self.agg.count_refused(DropReason::InvalidKey);
+                self.target.read().agg.count_refused(DropReason::InvalidKey);
                 self.dropped(key.as_ptr(), m);
             }
             Err(_) => unreachable!("kind_of only fails with a value error"),
@@ -117,6 +125,19 @@ impl Recorder {
 }
 
 impl Recorder {
+    fn target_of(aggregator: &Bound<'_, Aggregator>, hooked: bool) -> PyResult<Target> {
+        let agg = aggregator.get();
+        if hooked && agg.overridable.is_none() {
+            return Err(PyValueError::new_err(
+                "a clock hook needs an aggregator without a ManualClock",
+            ));
+        }
+        Ok(Target {
+            agg: agg.inner.clone(),
+            clock: agg.overridable.clone(),
+        })
+    }
+
     /// Stamp, record, and report a drop. `unit` may be null (the kind's
     /// default unit).
     ///
@@ -124,6 +145,8 @@ impl Recorder {
     /// Non-null arguments are live objects; the caller is attached.
     #[inline(always)]
     unsafe fn record_raw(&self, kind: Kind, key: Obj, value: Obj, unit: Obj) {
+        // The target is read-locked only around Rust work, never while
+        // Python code runs (which could retarget).
         if let Some(hook) = &self.hook {
             // SAFETY: the namespace dict and name are alive (held by the
             // hook); the result is a borrowed reference or null.
@@ -131,11 +154,13 @@ impl Recorder {
             if !current.is_null() && current != hook.original.as_ptr() {
                 // SAFETY: `current` is borrowed from the namespace, alive for this call.
                 if let Err(m) = unsafe { self.stamp(hook, current) } {
-                    self.agg.count_refused(DropReason::InvalidTimestamp);
+                    self.target.read().agg.count_refused(DropReason::InvalidTimestamp);
                     return self.dropped(key, m);
                 }
             } else if hook.overridden.load(Ordering::Relaxed) {
-                hook.clock.set(None);
+                if let Some(clock) = &self.target.read().clock {
+                    clock.set(None);
+                }
                 hook.overridden.store(false, Ordering::Relaxed);
             }
         }
@@ -153,7 +178,12 @@ impl Recorder {
             )
         };
         let result = match fast {
-            (Some(k), Some(v), Some(u)) => self.agg.record_key(kind, k, u, v).map_err(|e| e.to_string()),
+            (Some(k), Some(v), Some(u)) => self
+                .target
+                .read()
+                .agg
+                .record_key(kind, k, u, v)
+                .map_err(|e| e.to_string()),
             // SAFETY: live objects (caller's contract).
             _ => unsafe { self.record_slow(kind, key, value, unit) },
         };
@@ -168,11 +198,12 @@ impl Recorder {
     #[cold]
     #[inline(never)]
     unsafe fn record_slow(&self, kind: Kind, key: Obj, value: Obj, unit: Obj) -> Result<(), String> {
+        let agg = self.target.read().agg.clone();
         Python::attach(|py| {
             // SAFETY: non-null arguments are live for the call.
             let arg = |o: Obj| unsafe { Borrowed::from_ptr(py, o) };
             let refused = |reason, m: &str| {
-                self.agg.count_refused(reason);
+                agg.count_refused(reason);
                 m.to_string()
             };
             let key: &str = arg(key).extract().map_err(|_| {
@@ -186,7 +217,7 @@ impl Recorder {
             // SAFETY: `value` is live (caller's contract).
             let value = unsafe { chancy_value(value) }
                 .ok_or_else(|| refused(DropReason::NonFiniteValue, &value_message(arg(value))))?;
-            self.agg.record_key(kind, key, unit, value).map_err(|e| e.to_string())
+            agg.record_key(kind, key, unit, value).map_err(|e| e.to_string())
         })
     }
 
@@ -203,7 +234,9 @@ impl Recorder {
                 .and_then(|s| s.extract())
                 .map_err(|e| format!("the patched clock failed: {e}"))?;
             let nanos = secs_to_nanos(seconds).map_err(|e| PyErr::from(e).to_string())?;
-            hook.clock.set(Some(nanos));
+            if let Some(clock) = &self.target.read().clock {
+                clock.set(Some(nanos));
+            }
             hook.overridden.store(true, Ordering::Relaxed);
             Ok(())
         })

@@ -13,6 +13,26 @@ use ringmetrics_postgres::{FlushReport, SyncError, SyncStatus, SyncerConfig};
 use crate::duration;
 use crate::{Aggregator, Error};
 
+/// Every live syncer of the process, so the interpreter's exit can stop them
+/// while other threads can still take the GIL (during finalization a
+/// syncer thread logging through Python's `logging` would wait for it).
+static LIVE: Mutex<Vec<std::sync::Weak<ringmetrics_postgres::Syncer>>> = Mutex::new(Vec::new());
+
+/// Registered with `atexit`: stop every live syncer (final flush, bounded
+/// by its 10 s) with the GIL released.
+#[pyfunction]
+pub(crate) fn _stop_all_syncers(py: Python<'_>) {
+    let live: Vec<_> = std::mem::take(&mut *LIVE.lock())
+        .into_iter()
+        .filter_map(|w| w.upgrade())
+        .collect();
+    py.detach(|| {
+        for s in live {
+            let _ = s.stop(Duration::from_secs(10));
+        }
+    });
+}
+
 /// How a syncer is set up (the keywords shared by `Syncer(...)` and
 /// `Aggregator.start_syncer`).
 pub(crate) struct Options<'a> {
@@ -27,6 +47,8 @@ pub(crate) struct Options<'a> {
     pub(crate) timeouts: (Option<f64>, Option<f64>, Option<f64>),
     /// `Some(max_points)`: write Chancy 0.25's schema 1.
     pub(crate) schema_v1_max_points: Option<[usize; 4]>,
+    /// Create Chancy's tables when missing (else a clear error).
+    pub(crate) create_schema: bool,
 }
 
 /// The background thread writing aggregators into Chancy's tables.
@@ -83,12 +105,18 @@ impl Syncer {
         if let Some(t) = lock {
             config.lock_timeout = duration::timeout(t)?;
         }
+        config.create_schema = o.create_schema;
         if let Some(max_points) = o.schema_v1_max_points {
             config.schema = ringmetrics_postgres::Schema::V1 { max_points };
         }
-        let syncer = ringmetrics_postgres::Syncer::spawn(config)?;
+        let syncer = Arc::new(ringmetrics_postgres::Syncer::spawn(config)?);
+        {
+            let mut live = LIVE.lock();
+            live.retain(|w| w.strong_count() > 0);
+            live.push(Arc::downgrade(&syncer));
+        }
         Ok(Syncer {
-            inner: Mutex::new(Some(Arc::new(syncer))),
+            inner: Mutex::new(Some(syncer)),
             session_id: Mutex::new(None),
         })
     }
@@ -158,9 +186,10 @@ impl Syncer {
     /// `schema_v1_max_points` (finest first): write Chancy 0.25's schema 1
     /// instead, keeping that many buckets per resolution (one row per key,
     /// resolution and worker id: never attach two aggregators under one
-    /// worker id).
+    /// worker id). `create_schema=False`: missing tables are an error
+    /// (run Chancy's migrations) instead of being created.
     #[new]
-    #[pyo3(signature = (dsn, *, prefix="chancy_", interval=None, max_backoff=300.0, low_priority=false, hold_connection=false, retention_seconds=None, connect_timeout=None, statement_timeout=None, lock_timeout=None, schema_v1_max_points=None))]
+    #[pyo3(signature = (dsn, *, prefix="chancy_", interval=None, max_backoff=300.0, low_priority=false, hold_connection=false, retention_seconds=None, connect_timeout=None, statement_timeout=None, lock_timeout=None, schema_v1_max_points=None, create_schema=true))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         dsn: &str,
@@ -174,6 +203,7 @@ impl Syncer {
         statement_timeout: Option<f64>,
         lock_timeout: Option<f64>,
         schema_v1_max_points: Option<[usize; 4]>,
+        create_schema: bool,
     ) -> Result<Self, Error> {
         let options = Options {
             prefix,
@@ -184,6 +214,7 @@ impl Syncer {
             retention_seconds,
             timeouts: (connect_timeout, statement_timeout, lock_timeout),
             schema_v1_max_points,
+            create_schema,
         };
         Syncer::spawn(dsn, &options)
     }

@@ -437,15 +437,10 @@ fn base_config(
     if let Some(o) = info.get("options") {
         c.options(o);
     }
-    match info.get("client_encoding") {
-        None => {}
-        Some(e) if ["utf8", "utf-8", "unicode", "auto"].contains(&e.to_ascii_lowercase().as_str()) => {}
-        Some(_) => {
-            return Err(invalid(
-                "the syncer always uses client_encoding UTF8 (other encodings are not supported)",
-            ));
-        }
-    }
+    // `client_encoding` (or PGCLIENTENCODING) is accepted whatever it
+    // names, as Chancy's connections accept it: the syncer's own session
+    // always speaks UTF8 (rust-postgres requires it), which changes nothing
+    // of what is stored.
     c.connect_timeout(timeouts.connect);
     // Keepalives on by default, with ringmetrics' short defaults so a
     // half-open connection is found in about a minute, not two hours.

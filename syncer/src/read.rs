@@ -5,11 +5,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use postgres::Client;
 use postgres::types::Type;
-use ringmetrics::{CHUNK_BUCKETS, Kind, Resolution};
+use ringmetrics::{Kind, Resolution};
 
 use crate::config::{ident, validate_prefix};
 use crate::connect::{Connector, Timeouts, begin};
 use crate::error::{SyncError, db};
+use crate::retention::{MAX_SECS, first_kept_chunk};
 use crate::writer::time;
 
 /// Which series and window to read.
@@ -82,9 +83,11 @@ pub fn read_metrics(dsn: &str, prefix: &str, query: &ReadQuery) -> Result<Vec<Re
     if query.end_secs <= query.start_secs
         || query.start_secs.rem_euclid(width) != 0
         || query.end_secs.rem_euclid(width) != 0
+        || query.start_secs < -MAX_SECS
+        || query.end_secs > MAX_SECS
     {
         return Err(SyncError::InvalidConfig(format!(
-            "window [{}, {}) must be non-empty and aligned to {} buckets",
+            "window [{}, {}) must be non-empty, aligned to {} buckets and within {MAX_SECS} seconds of the epoch",
             query.start_secs, query.end_secs, query.resolution
         )));
     }
@@ -212,11 +215,10 @@ pub fn cleanup(dsn: &str, prefix: &str, retention_secs: [i64; 4]) -> Result<u64,
     let mut resolutions = Vec::new();
     let mut cutoffs = Vec::new();
     for r in Resolution::ALL {
-        let seconds = r.seconds();
-        let cutoff = r.bucket_start(r.bucket_of(now)) + seconds - retention_secs[r.index()];
-        let chunk = cutoff.div_euclid(seconds * CHUNK_BUCKETS) * seconds * CHUNK_BUCKETS;
-        resolutions.push(seconds as i32);
-        cutoffs.push(time(chunk * 1_000_000_000));
+        resolutions.push(r.seconds() as i32);
+        cutoffs.push(time(
+            first_kept_chunk(r, now, retention_secs[r.index()]) * 1_000_000_000,
+        ));
     }
     let mut removed = 0u64;
     loop {

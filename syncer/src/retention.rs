@@ -7,18 +7,34 @@ use ringmetrics::{CHUNK_BUCKETS, Resolution};
 /// 60/288/168/90 points and 90 days, finest resolution first.
 pub const DEFAULT_RETENTION_SECS: [i64; 4] = [60 * 60, 288 * 300, 168 * 3600, 90 * 86400];
 
+/// The largest time, in seconds either side of the epoch, a bucket, window
+/// or retention may reach (about the year 2255: nanoseconds since the
+/// epoch still fit an `i64`). A longer retention keeps everything.
+pub const MAX_SECS: i64 = 9_000_000_000;
+
 /// The start of the oldest chunk Chancy keeps at `now_secs`: `cleanup`
 /// deletes every chunk that starts before it (Chancy 0.26's
-/// `bucket_time(bucket_time(now) + width - retention, 12 * width)`).
+/// `bucket_time(bucket_time(now) + width - retention, 12 * width)`). A
+/// retention beyond [`MAX_SECS`] counts as `MAX_SECS` (keep everything).
 pub fn first_kept_chunk(r: Resolution, now_secs: i64, retention_secs: i64) -> i64 {
     let width = r.seconds();
-    let cutoff = r.bucket_start(r.bucket_of(now_secs)) + width - retention_secs;
+    let now_secs = now_secs.clamp(-MAX_SECS, MAX_SECS);
+    let cutoff = r.bucket_start(r.bucket_of(now_secs)) + width - retention_secs.min(MAX_SECS);
     cutoff.div_euclid(width * CHUNK_BUCKETS) * width * CHUNK_BUCKETS
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retention_too_long_to_count_keeps_everything() {
+        for r in Resolution::ALL {
+            let kept = first_kept_chunk(r, 1_767_225_600, i64::MAX);
+            assert!(kept < -MAX_SECS / 2, "{r}: {kept}");
+            assert!(kept.checked_mul(1_000_000_000).is_some(), "{r}: {kept} ns overflow");
+        }
+    }
 
     #[test]
     fn matches_chancys_cutoff() {

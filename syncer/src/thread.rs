@@ -98,6 +98,9 @@ pub struct Syncer {
     pid: u32,
     /// Where it writes (see `SyncerConfig::target`).
     target: String,
+    /// Session ids of the attached aggregators: one aggregator per session
+    /// (two would write the same rows).
+    sessions: Mutex<std::collections::HashSet<uuid::Uuid>>,
 }
 
 impl std::fmt::Debug for Syncer {
@@ -122,6 +125,7 @@ impl Syncer {
         let source = Source::attach(aggregator, config.target(), config.worker_id.clone(), config.session_id)?;
         let mut syncer = Syncer::spawn(config)?;
         syncer.session_id = source.session_id;
+        syncer.sessions.lock().insert(source.session_id);
         syncer.send(Command::Attach(source))?;
         Ok(syncer)
     }
@@ -167,6 +171,7 @@ impl Syncer {
             worker_id,
             pid: std::process::id(),
             target,
+            sessions: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
@@ -180,8 +185,22 @@ impl Syncer {
         session_id: Option<uuid::Uuid>,
     ) -> Result<uuid::Uuid, SyncError> {
         self.check_process()?;
+        if let Some(wanted) = session_id
+            && self.sessions.lock().contains(&wanted)
+        {
+            return Err(SyncError::InvalidConfig(format!(
+                "session {wanted} is already written by another aggregator of this syncer"
+            )));
+        }
         let source = Source::attach(aggregator, self.target.clone(), worker_id.into(), session_id)?;
         let id = source.session_id;
+        if !self.sessions.lock().insert(id) {
+            // Another aggregator adopted the same id: give this one back.
+            drop(source);
+            return Err(SyncError::InvalidConfig(format!(
+                "session {id} is already written by another aggregator of this syncer"
+            )));
+        }
         self.send(Command::Attach(source))?;
         Ok(id)
     }
@@ -192,7 +211,11 @@ impl Syncer {
     /// that is not attached is a successful no-op.
     pub fn detach(&self, aggregator: &Arc<Aggregator>, timeout: Duration) -> Result<FlushReport, SyncError> {
         let agg = aggregator.clone();
-        self.ask(move |reply| Command::Detach(agg, reply), timeout)
+        let report = self.ask(move |reply| Command::Detach(agg, reply), timeout)?;
+        if let Some(id) = aggregator.session().id() {
+            self.sessions.lock().remove(&uuid::Uuid::from_u128(id));
+        }
+        Ok(report)
     }
 
     fn check_process(&self) -> Result<(), SyncError> {

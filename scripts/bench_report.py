@@ -110,3 +110,7 @@ print("the same steady load; backends of that database sampled every 0.25 s (a c
 print("writes is short and mostly missed by the sampler: the new-connections column counts it); committed transactions")
 print("(`pg_stat_database.xact_commit`, everything the app does) per worker-minute; medians of alternating runs.\n")
 print((out / "connections.md").read_text())
+
+print("\n## Chancy 0.25\n")
+print("Measured separately, in the Chancy 0.25.1 environment (`.venv-025/bin/python python/benches/bench_025.py`):")
+print("see [BENCHMARKS-025.md](BENCHMARKS-025.md) for record and flush against 0.25's own plugin, side by side.")

@@ -12,11 +12,52 @@ use crate::error::{SyncError, db};
 pub(crate) const VERSION: i32 = 2;
 
 /// Make sure `{prefix}metrics` and `{prefix}metric_definitions` exist at
-/// version 2. Serialized across workers by a transaction-scoped advisory
+/// version 2 (see [`ensure_version`]).
+pub(crate) fn ensure(client: &mut Client, prefix: &str, create: bool, pg: &Connector) -> Result<(), SyncError> {
+    ensure_version(
+        client,
+        prefix,
+        create,
+        pg,
+        &Layout {
+            version: VERSION,
+            create_sql,
+            // Tables without a version row: Chancy's 0.25 layout or
+            // someone else's. Don't touch them.
+            untagged: |_| SyncError::SchemaVersion {
+                found: 1,
+                expected: VERSION,
+            },
+            migrate: "run Chancy's migrations",
+        },
+    )
+}
+
+/// What differs between the schema versions the syncer writes.
+pub(crate) struct Layout {
+    /// The `metrics` version it writes.
+    pub(crate) version: i32,
+    /// Its DDL for a prefix, with the version row.
+    pub(crate) create_sql: fn(&str) -> String,
+    /// The error for a `{prefix}metrics` table without a version row.
+    pub(crate) untagged: fn(&str) -> SyncError,
+    /// What to tell a user whose tables are missing.
+    pub(crate) migrate: &'static str,
+}
+
+/// Make sure the metrics tables exist at `layout.version`, creating them
+/// (with the version row) when missing and `create` is set; another version
+/// is refused. Serialized across workers by a transaction-scoped advisory
 /// lock, so two workers starting at once don't race. Unnamed statements
 /// only (`query_typed`, simple queries), inside one transaction with the
 /// syncer's timeouts: safe behind PgBouncer's transaction pooling.
-pub(crate) fn ensure(client: &mut Client, prefix: &str, create: bool, pg: &Connector) -> Result<(), SyncError> {
+pub(crate) fn ensure_version(
+    client: &mut Client,
+    prefix: &str,
+    create: bool,
+    pg: &Connector,
+    layout: &Layout,
+) -> Result<(), SyncError> {
     let secret = pg.secret();
     let err = |e: postgres::Error| db(&e, secret.as_deref());
     let mut tx = begin(client, &pg.timeouts()).map_err(err)?;
@@ -41,11 +82,11 @@ pub(crate) fn ensure(client: &mut Client, prefix: &str, create: bool, pg: &Conne
         None
     };
     match found {
-        Some(VERSION) => {}
+        Some(v) if v == layout.version => {}
         Some(other) => {
             return Err(SyncError::SchemaVersion {
                 found: other,
-                expected: VERSION,
+                expected: layout.version,
             });
         }
         None => {
@@ -57,20 +98,15 @@ pub(crate) fn ensure(client: &mut Client, prefix: &str, create: bool, pg: &Conne
                 .map_err(err)?
                 .get(0);
             if has_metrics {
-                // Tables without a version row: Chancy's 0.25 layout or
-                // someone else's. Don't touch them.
-                return Err(SyncError::SchemaVersion {
-                    found: 1,
-                    expected: VERSION,
-                });
+                return Err((layout.untagged)(prefix));
             }
             if !create {
                 return Err(SyncError::InvalidConfig(format!(
-                    "the metrics tables for prefix {prefix:?} are missing and create_schema is off: \
-                     run Chancy's migrations"
+                    "the metrics tables for prefix {prefix:?} are missing and create_schema is off: {}",
+                    layout.migrate
                 )));
             }
-            tx.batch_execute(&create_sql(prefix)).map_err(err)?;
+            tx.batch_execute(&(layout.create_sql)(prefix)).map_err(err)?;
         }
     }
     tx.commit().map_err(err)

@@ -3,11 +3,10 @@
 //! missing, checked when present. Never drops or alters data.
 
 use postgres::Client;
-use postgres::types::Type;
 
 use crate::config::ident;
-use crate::connect::{Connector, begin};
-use crate::error::{SyncError, db};
+use crate::connect::Connector;
+use crate::error::SyncError;
 
 /// The schema version Chancy 0.25 uses.
 pub(crate) const VERSION: i32 = 1;
@@ -69,61 +68,23 @@ impl Schema {
 /// is set. A database at version 2 (migrated by Chancy 0.26) is refused.
 /// Serialized across workers by the same advisory lock as version 2.
 pub(crate) fn ensure(client: &mut Client, prefix: &str, create: bool, pg: &Connector) -> Result<(), SyncError> {
-    let secret = pg.secret();
-    let err = |e: postgres::Error| db(&e, secret.as_deref());
-    let mut tx = begin(client, &pg.timeouts()).map_err(err)?;
-    tx.query_typed(
-        "SELECT pg_advisory_xact_lock(hashtext('ringmetrics.schema:' || $1::text))",
-        &[(&prefix, Type::TEXT)],
-    )
-    .map_err(err)?;
-    let versions = ident(prefix, "schema_version");
-    let has_versions: bool = tx
-        .query_typed_one("SELECT to_regclass($1) IS NOT NULL", &[(&versions, Type::TEXT)])
-        .map_err(err)?
-        .get(0);
-    let found: Option<i32> = if has_versions {
-        tx.query_typed_opt(
-            &format!("SELECT version FROM {versions} WHERE version_of = 'metrics'"),
-            &[],
-        )
-        .map_err(err)?
-        .and_then(|r| r.get(0))
-    } else {
-        None
-    };
-    match found {
-        Some(VERSION) => {}
-        Some(other) => {
-            return Err(SyncError::SchemaVersion {
-                found: other,
-                expected: VERSION,
-            });
-        }
-        None => {
-            let has_metrics: bool = tx
-                .query_typed_one(
-                    "SELECT to_regclass($1) IS NOT NULL",
-                    &[(&ident(prefix, "metrics"), Type::TEXT)],
-                )
-                .map_err(err)?
-                .get(0);
-            if has_metrics {
-                return Err(SyncError::InvalidConfig(format!(
+    crate::schema::ensure_version(
+        client,
+        prefix,
+        create,
+        pg,
+        &crate::schema::Layout {
+            version: VERSION,
+            create_sql,
+            untagged: |prefix| {
+                SyncError::InvalidConfig(format!(
                     "a table {} exists without a metrics version row: not Chancy's, left alone",
                     ident(prefix, "metrics")
-                )));
-            }
-            if !create {
-                return Err(SyncError::InvalidConfig(format!(
-                    "the metrics table for prefix {prefix:?} is missing and create_schema is off: \
-                     run Chancy 0.25's migrations (`await chancy.migrate()`)"
-                )));
-            }
-            tx.batch_execute(&create_sql(prefix)).map_err(err)?;
-        }
-    }
-    tx.commit().map_err(err)
+                ))
+            },
+            migrate: "run Chancy 0.25's migrations (`await chancy.migrate()`)",
+        },
+    )
 }
 
 /// Chancy 0.25's DDL for `prefix` (chancy/migrate.py's version table and

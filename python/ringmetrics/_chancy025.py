@@ -61,6 +61,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from ringmetrics._native import Aggregator, ManualClock, Recorder, Syncer
+from ringmetrics._pending import wait as _wait
 
 __all__ = ["Metric", "Metrics"]
 
@@ -125,29 +126,6 @@ def _merge(kind: str, values: list[Any]) -> Any:
 
 def _utc(t: datetime.datetime) -> datetime.datetime:
     return t.astimezone(UTC)
-
-
-async def _wait(pending: Any) -> dict[str, int]:
-    """Wait for a PendingFlush without blocking the event loop."""
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    fd = pending.fileno()
-
-    def ready() -> None:
-        if not done.done():
-            done.set_result(None)
-
-    try:
-        loop.add_reader(fd, ready)
-    except NotImplementedError:
-        while not pending.done():
-            await asyncio.sleep(0.01)
-        return pending.result()
-    try:
-        await done
-    finally:
-        loop.remove_reader(fd)
-    return pending.result()
 
 
 class Metrics(_ChancyMetrics):

@@ -51,6 +51,7 @@ from chancy.plugins.metrics.metrics import RESOLUTIONS
 from chancy.plugins.metrics.metrics import Metrics as _ChancyMetrics
 
 from ringmetrics._native import Aggregator, ManualClock, Recorder, Syncer
+from ringmetrics._pending import wait as _wait
 
 __all__ = ["Metrics"]
 
@@ -133,27 +134,6 @@ def _add_drops(total: dict[str, Any], drops: dict[str, Any]) -> None:
                 inner[r] = inner.get(r, 0) + n
         else:
             total[name] = total.get(name, 0) + value
-
-
-async def _wait(pending: Any) -> dict[str, int]:
-    """Wait for a PendingFlush without blocking the event loop: the work
-    runs on a Rust helper thread that signals a socket the loop watches.
-    (``asyncio.to_thread`` would block the loop while it starts its first
-    worker thread, and the worker would need the GIL back to report.)"""
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    fd = pending.fileno()
-    try:
-        loop.add_reader(fd, lambda: done.done() or done.set_result(None))
-    except NotImplementedError:  # loops without add_reader (Windows' proactor)
-        while not pending.done():
-            await asyncio.sleep(0.01)
-        return pending.result()
-    try:
-        await done
-    finally:
-        loop.remove_reader(fd)
-    return pending.result()
 
 
 class Metrics(_ChancyMetrics):

@@ -157,8 +157,10 @@ fn ringmetrics<'a>(dsn: &'a str, prefix: &str, n: usize) -> Run<'a> {
     let first = syncer.flush(timeout).unwrap();
     assert_eq!(first.rows_written, 4 * n as u64);
     let mut c = Client::connect(dsn, NoTls).unwrap();
+    let vacuum = format!("VACUUM \"{prefix}metrics\", \"{prefix}metric_definitions\"");
     Box::new(move |run| {
         record(&agg, run as f64 + 2.0);
+        c.batch_execute(&vacuum).unwrap();
         let before = lsn(&mut c);
         let t = Instant::now();
         let report = syncer.flush(timeout).unwrap();
@@ -226,7 +228,9 @@ fn floor<'a>(dsn: &'a str, prefix: &str, n: usize) -> Run<'a> {
     let now = now_secs() as f64;
     let rows = c.execute(&upsert, &[&now, &session, &1i64]).unwrap();
     assert_eq!(rows, 4 * n as u64);
+    let vacuum = format!("VACUUM \"{prefix}metrics\", \"{prefix}metric_definitions\"");
     Box::new(move |run| {
+        c.batch_execute(&vacuum).unwrap();
         let before = lsn(&mut c);
         let t = Instant::now();
         c.execute(&upsert, &[&now, &session, &(run as i64 + 2)]).unwrap();

@@ -20,6 +20,7 @@
 //! - [`SyncError`]: what went wrong; never contains the DSN's password.
 #![warn(missing_docs, unsafe_op_in_unsafe_fn)]
 
+mod columns;
 mod config;
 mod connect;
 mod dsn;

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use postgres::Client;
 use postgres::types::Type;
-use ringmetrics::Kind;
 
+use crate::columns::{Item, STAGING, SendError, TABLE_COLUMNS, send};
 use crate::config::ident;
 use crate::connect::{Timeouts, begin};
 use crate::error::{SyncError, db};
@@ -22,8 +22,11 @@ use crate::schema_v1::Schema;
 use crate::source::{Change, Source};
 use crate::thread::FlushReport;
 
-/// Rows per transaction.
-const BATCH_ROWS: usize = 5000;
+/// Rows per transaction (one definitions lookup, one commit).
+const TRANSACTION_ROWS: usize = 50_000;
+
+/// Rows per transaction of the schema-1 writer.
+const TRANSACTION_ROWS_V1: usize = 5000;
 
 /// How often the writer warns about conflicting definitions.
 const WARN_EVERY: Duration = Duration::from_secs(60);
@@ -76,20 +79,28 @@ fn merged(column: &str, alias: &str) -> String {
     )
 }
 
-/// The upsert: `$1..$8` describe rows (each takes `[off, off + len)` of the
-/// bucket columns `$9..$15`). On conflict, the stored buckets and the sent
-/// ones are merged by bucket start ([`merged`]).
-fn upsert_sql(metrics: &str) -> String {
+/// What a conflicting row becomes: the stored buckets and the sent ones
+/// merged by bucket start ([`merged`]).
+fn on_conflict() -> String {
     let set = COLUMNS
         .iter()
         .map(|(c, a)| format!("{c} = {}", merged(c, a)))
         .collect::<Vec<_>>()
         .join(",\n             ");
     format!(
+        "ON CONFLICT (metric_id, resolution, chunk, session_id) DO UPDATE SET
+             worker_id = EXCLUDED.worker_id,
+             {set}"
+    )
+}
+
+/// The upsert of a small batch: `$1..$8` describe rows (each takes
+/// `[off, off + len)` of the bucket columns `$9..$15`).
+fn upsert_sql(metrics: &str) -> String {
+    format!(
         "WITH a AS (SELECT $9::timestamptz[] AS b, $10::int8[] AS n, $11::float8[] AS t, $12::float8[] AS lo,
                            $13::float8[] AS hi, $14::float8[] AS g, $15::timestamptz[] AS s)
-         INSERT INTO {metrics} AS m (metric_id, resolution, chunk, session_id, worker_id, buckets,
-                                     counts, totals, minimums, maximums, gauges, sampled_at)
+         INSERT INTO {metrics} AS m ({TABLE_COLUMNS})
          SELECT r.metric_id, r.resolution, r.chunk, r.session_id, r.worker_id,
                 a.b[r.off:r.off + r.len - 1],
                 CASE WHEN r.kind = 2 THEN a.n[r.off:r.off + r.len - 1] END,
@@ -101,9 +112,16 @@ fn upsert_sql(metrics: &str) -> String {
          FROM a, unnest($1::int8[], $2::int4[], $3::timestamptz[], $4::int4[], $5::int4[], $6::int4[],
                         $7::uuid[], $8::text[])
               AS r(metric_id, resolution, chunk, off, len, kind, session_id, worker_id)
-         ON CONFLICT (metric_id, resolution, chunk, session_id) DO UPDATE SET
-             worker_id = EXCLUDED.worker_id,
-             {set}"
+         {}",
+        on_conflict()
+    )
+}
+
+/// The upsert of a large batch, from the rows copied into [`STAGING`].
+fn staged_sql(metrics: &str) -> String {
+    format!(
+        "INSERT INTO {metrics} AS m ({TABLE_COLUMNS}) SELECT {TABLE_COLUMNS} FROM {STAGING} {}",
+        on_conflict()
     )
 }
 
@@ -121,6 +139,12 @@ pub(crate) struct Writer {
     /// Collected but not yet saved: (index into `sources`, change).
     pending: Vec<(usize, Change)>,
     last_warning: Option<Instant>,
+    /// Large batches go through a temporary staging table (false once the
+    /// role turned out not to be allowed one).
+    staging: bool,
+    /// The last batch failed only because staging was refused: send it
+    /// again without.
+    staging_denied: bool,
     /// A warning for the status, not yet taken.
     pub(crate) warning: Option<String>,
 }
@@ -136,6 +160,8 @@ impl Writer {
             sources: Vec::new(),
             pending: Vec::new(),
             last_warning: None,
+            staging: true,
+            staging_denied: false,
             warning: None,
         }
     }
@@ -191,9 +217,13 @@ impl Writer {
         let pending = std::mem::take(&mut self.pending);
         let mut batches: Vec<Vec<(usize, Change)>> = Vec::new();
         let mut rows = 0;
+        let limit = match self.schema {
+            Schema::V2 => TRANSACTION_ROWS,
+            Schema::V1 { .. } => TRANSACTION_ROWS_V1,
+        };
         for item in pending {
             let n = item.1.rows.len();
-            if batches.is_empty() || rows + n > BATCH_ROWS {
+            if batches.is_empty() || rows + n > limit {
                 batches.push(Vec::new());
                 rows = 0;
             }
@@ -203,7 +233,20 @@ impl Writer {
         let mut batches = batches.into_iter();
         while let Some(batch) = batches.next() {
             let written = match self.schema {
-                Schema::V2 => self.write_batch(client, &batch, &mut report),
+                Schema::V2 => {
+                    let before = report.clone();
+                    let first = self.write_batch(client, &batch, &mut report);
+                    if std::mem::take(&mut self.staging_denied) {
+                        report = before;
+                        log::info!(
+                            "ringmetrics: this role may not create temporary tables; large flushes are sent \
+                             as several statements instead"
+                        );
+                        self.write_batch(client, &batch, &mut report)
+                    } else {
+                        first
+                    }
+                }
                 Schema::V1 { max_points } => {
                     crate::writer_v1::write_batch(self, client, &batch, &mut report, max_points)
                 }
@@ -306,12 +349,9 @@ impl Writer {
         for row in stored {
             ids.insert(row.get(1), (row.get(0), row.get(2), row.get(3)));
         }
-        let mut cols = Columns::default();
         let mut conflicts = Vec::new();
-        for (i, change) in batch {
-            if change.rows.is_empty() {
-                continue;
-            }
+        let mut items = Vec::with_capacity(batch.len());
+        for (i, change) in batch.iter().filter(|(_, c)| !c.rows.is_empty()) {
             let source = &self.sources[*i];
             let info = source.agg.info(change.id).expect("registered series");
             let (id, ty, unit) = &ids[info.key];
@@ -319,33 +359,31 @@ impl Writer {
                 conflicts.push((*i, change.id));
                 continue;
             }
-            cols.push(*id, info.kind, source, change);
+            items.push(Item {
+                metric_id: *id,
+                kind: info.kind,
+                source,
+                change,
+            });
         }
-        let written = if cols.metric_ids.is_empty() {
-            0
-        } else {
-            tx.execute_typed(
-                &upsert_sql(&metrics),
-                &[
-                    (&cols.metric_ids, Type::INT8_ARRAY),
-                    (&cols.resolutions, Type::INT4_ARRAY),
-                    (&cols.chunks, Type::TIMESTAMPTZ_ARRAY),
-                    (&cols.offs, Type::INT4_ARRAY),
-                    (&cols.lens, Type::INT4_ARRAY),
-                    (&cols.kinds, Type::INT4_ARRAY),
-                    (&cols.sessions, Type::UUID_ARRAY),
-                    (&cols.workers, Type::TEXT_ARRAY),
-                    (&cols.starts, Type::TIMESTAMPTZ_ARRAY),
-                    (&cols.counts, Type::INT8_ARRAY),
-                    (&cols.totals, Type::FLOAT8_ARRAY),
-                    (&cols.mins, Type::FLOAT8_ARRAY),
-                    (&cols.maxs, Type::FLOAT8_ARRAY),
-                    (&cols.gauges, Type::FLOAT8_ARRAY),
-                    (&cols.sampled, Type::TIMESTAMPTZ_ARRAY),
-                ],
-            )
-            .map_err(err)?
-        };
+        let sent = send(
+            &mut tx,
+            &metrics,
+            &upsert_sql(&metrics),
+            &staged_sql(&metrics),
+            &items,
+            self.staging,
+        );
+        let written = sent.map_err(|e| match e {
+            SendError::Database(e) => err(e),
+            SendError::Encode(m) => SyncError::Database(m),
+            SendError::StagingDenied(e) => {
+                self.staging = false;
+                self.staging_denied = true;
+                err(e)
+            }
+        })?;
+        drop(items);
         // A commit that fails may still have happened (the connection can
         // drop after the server committed): retrying merges the same
         // absolute buckets again, so either way the result is the same.
@@ -384,50 +422,6 @@ impl Writer {
             log::warn!("{message}");
         }
         self.warning = Some(message);
-    }
-}
-
-/// The flat parameter columns of one upsert.
-#[derive(Default)]
-struct Columns {
-    metric_ids: Vec<i64>,
-    resolutions: Vec<i32>,
-    chunks: Vec<SystemTime>,
-    offs: Vec<i32>,
-    lens: Vec<i32>,
-    kinds: Vec<i32>,
-    sessions: Vec<uuid::Uuid>,
-    workers: Vec<String>,
-    starts: Vec<SystemTime>,
-    counts: Vec<i64>,
-    totals: Vec<f64>,
-    mins: Vec<f64>,
-    maxs: Vec<f64>,
-    gauges: Vec<f64>,
-    sampled: Vec<SystemTime>,
-}
-
-impl Columns {
-    fn push(&mut self, metric_id: i64, kind: Kind, source: &Source, change: &Change) {
-        for row in &change.rows {
-            self.metric_ids.push(metric_id);
-            self.resolutions.push(row.resolution.seconds() as i32);
-            self.chunks.push(time(row.chunk * 1_000_000_000));
-            self.offs.push(self.starts.len() as i32 + 1);
-            self.lens.push(row.buckets.len() as i32);
-            self.kinds.push(kind as i32);
-            self.sessions.push(source.session_id);
-            self.workers.push(source.worker_id.clone());
-            for b in &row.buckets {
-                self.starts.push(time(b.start * 1_000_000_000));
-                self.counts.push(b.count as i64);
-                self.totals.push(b.sum);
-                self.mins.push(b.min);
-                self.maxs.push(b.max);
-                self.gauges.push(b.last);
-                self.sampled.push(time(b.sampled_at));
-            }
-        }
     }
 }
 

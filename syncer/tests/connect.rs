@@ -604,9 +604,11 @@ fn bouncer() -> u16 {
 
 /// Through PgBouncer in transaction mode: several syncers flushing again
 /// and again (so their transactions land on different server
-/// connections), then reads and cleanup.
+/// connections), one round large enough to be copied through a staging
+/// table (more than 5,000 rows per flush), then reads and cleanup.
 #[test]
 fn saves_through_pgbouncer_in_transaction_mode() {
+    const BIG: usize = 1300;
     let port = bouncer();
     let dsn = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
     let prefix = format!("bouncer_{}_", std::process::id());
@@ -630,7 +632,15 @@ fn saves_through_pgbouncer_in_transaction_mode() {
     for round in 0..5 {
         for (a, s) in aggs.iter().zip(&syncers) {
             a.increment_counter(&format!("round:{round}"), 1.0).unwrap();
-            s.flush(WAIT).unwrap_or_else(|e| panic!("round {round}: {e}"));
+            if round == 2 {
+                for i in 0..BIG {
+                    a.increment_counter(&format!("big:{i}"), 1.0).unwrap();
+                }
+            }
+            let report = s.flush(WAIT).unwrap_or_else(|e| panic!("round {round}: {e}"));
+            if round == 2 {
+                assert!(report.rows_written > 5000, "{report:?}");
+            }
         }
     }
     let now = std::time::SystemTime::now()
@@ -648,7 +658,12 @@ fn saves_through_pgbouncer_in_transaction_mode() {
         let read = read_metrics(&dsn, &prefix, &q).unwrap();
         let done = read.iter().find(|s| s.key == "jobs:done").unwrap();
         assert_eq!(done.points.iter().map(|p| p.value).sum::<f64>(), 12.0);
-        assert_eq!(read.len(), 6);
+        let (big, small): (Vec<_>, Vec<_>) = read.iter().partition(|s| s.key.starts_with("big:"));
+        assert_eq!(small.len(), 6);
+        assert_eq!(big.len(), BIG);
+        for s in big {
+            assert_eq!(s.points.iter().map(|p| p.value).sum::<f64>(), 4.0, "{}", s.key);
+        }
     }
     cleanup(&dsn, &prefix, [1, 1, 1, 1]).unwrap();
     for s in syncers {

@@ -5,7 +5,9 @@
 //! resend), and after every flush every stored bucket equals a plain model.
 //! The shapes: a new row; new buckets after the stored ones; the stored
 //! last bucket changed; a resend that covers the row; and the general merge
-//! (a late bucket between stored ones).
+//! (a late bucket between stored ones). The bulk cases add enough other
+//! series to every flush (more than 5,000 rows) that it goes through the
+//! staging table instead of array parameters.
 
 mod common;
 
@@ -85,14 +87,33 @@ fn syncer(agg: &Arc<Aggregator>, p: &str, spelling: u64) -> Syncer {
     .unwrap()
 }
 
-fn run(seed: u64, depth: usize) {
+/// Series added to every flush of a bulk case: 4 rows each.
+const PADDING: usize = 1300;
+
+fn run(seed: u64, depth: usize, bulk: bool) {
     let p = prefix(&format!("merge{seed}"));
     let clock = ManualClock::from_secs(T0);
-    let config = Config::with_capacity(8).buckets_for(Resolution::Min1, depth);
+    let config = Config::with_capacity(if bulk { PADDING + 8 } else { 8 }).buckets_for(Resolution::Min1, depth);
     let agg = Arc::new(Aggregator::with_clock(config, Arc::new(clock.clone())).unwrap());
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let keys = [("c", Kind::Counter), ("h", Kind::Histogram)];
     let mut model: Model = BTreeMap::new();
+    // Before a flush, one more observation in every padding series (pad0
+    // is checked like the others).
+    let pad = |model: &mut Model, now: i64| {
+        if !bulk {
+            return;
+        }
+        for i in 0..PADDING {
+            agg.record_key_at(Kind::Counter, &format!("pad{i}"), "count", 1.0, now * 1_000_000_000)
+                .unwrap();
+        }
+        let e = model
+            .entry(("pad0".into(), now - now.rem_euclid(60)))
+            .or_insert((0, 0.0, 1.0, 1.0));
+        e.0 += 1;
+        e.1 += 1.0;
+    };
     let mut spelling = 0;
     let mut s = Some(syncer(&agg, &p, spelling));
     let mut now = T0;
@@ -123,6 +144,7 @@ fn run(seed: u64, depth: usize) {
             6 | 7 => {
                 let next = now + rng.below(4) as i64 * 60 + rng.below(60) as i64;
                 if unsaved.is_some_and(|u| next.div_euclid(60) - u >= depth as i64 - 1) {
+                    pad(&mut model, now);
                     s.as_ref().unwrap().flush(WAIT).unwrap();
                     unsaved = None;
                     check(&p, &model, seed, step, &agg);
@@ -131,11 +153,13 @@ fn run(seed: u64, depth: usize) {
                 clock.set(now * 1_000_000_000);
             }
             8 => {
+                pad(&mut model, now);
                 s.as_ref().unwrap().flush(WAIT).unwrap();
                 unsaved = None;
                 check(&p, &model, seed, step, &agg);
             }
             _ => {
+                pad(&mut model, now);
                 s.take().unwrap().stop(WAIT).unwrap();
                 unsaved = None;
                 check(&p, &model, seed, step, &agg);
@@ -144,6 +168,7 @@ fn run(seed: u64, depth: usize) {
             }
         }
     }
+    pad(&mut model, now);
     s.unwrap().stop(WAIT).unwrap();
     check(&p, &model, seed, 120, &agg);
 }
@@ -155,7 +180,7 @@ fn check(p: &str, model: &Model, seed: u64, step: usize, agg: &Aggregator) {
         "seed {seed}, step {step}: the aggregator dropped records: {:?}",
         agg.drops()
     );
-    for (key, kind) in [("c", Kind::Counter), ("h", Kind::Histogram)] {
+    for (key, kind) in [("c", Kind::Counter), ("h", Kind::Histogram), ("pad0", Kind::Counter)] {
         let want: BTreeMap<i64, (u64, f64, f64, f64)> = model
             .iter()
             .filter(|((k, _), _)| k == key)
@@ -218,6 +243,17 @@ fn random_late_records_flushes_and_restarts_merge_like_the_model() {
         .unwrap_or(6);
     for seed in 1..=cases {
         // A shallow ring (shallower than a chunk) and a deep one.
-        run(seed, if seed % 2 == 0 { 6 } else { 30 });
+        run(seed, if seed % 2 == 0 { 6 } else { 30 }, false);
+    }
+}
+
+#[test]
+fn the_same_through_the_staging_table_of_large_flushes() {
+    let cases: u64 = std::env::var("RINGMETRICS_MERGE_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(2, |n: u64| n.div_ceil(3));
+    for seed in 1..=cases {
+        run(1000 + seed, if seed % 2 == 0 { 6 } else { 30 }, true);
     }
 }

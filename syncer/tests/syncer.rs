@@ -571,3 +571,72 @@ fn passwords_never_appear_in_errors() {
     assert!(matches!(e, SyncError::InvalidConfig(_)));
     drop(s); // Drop with a dead server returns within its bound.
 }
+
+/// A role without the TEMPORARY privilege (a locked-down database): a
+/// flush too large for one statement cannot use the staging table, so it
+/// is sent as several statements instead, and nothing is lost or doubled.
+#[test]
+fn large_flushes_without_the_temporary_privilege() {
+    let mut admin = client();
+    let name = format!("rm_notemp_{}", std::process::id());
+    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+    let _ = admin.batch_execute(&format!("DROP ROLE IF EXISTS {name}"));
+    admin.batch_execute(&format!("CREATE ROLE {name} LOGIN")).unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name} OWNER {name}"))
+        .unwrap();
+    admin
+        .batch_execute(&format!("REVOKE TEMPORARY ON DATABASE {name} FROM PUBLIC, {name}"))
+        .unwrap();
+    let dsn = format!("{} user={name} dbname={name}", dsn());
+    let mut role = postgres::Client::connect(&dsn, postgres::NoTls).unwrap();
+    let denied = role.batch_execute("CREATE TEMPORARY TABLE t (x int)").unwrap_err();
+    assert_eq!(denied.code(), Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE));
+    drop(role);
+
+    let keys = 1500;
+    let agg = Arc::new(Aggregator::new(Config::with_capacity(keys).persisted()).unwrap());
+    let s = Syncer::start(
+        agg.clone(),
+        SyncerConfig {
+            prefix: "p_".into(),
+            worker_id: "w".into(),
+            periodic: false,
+            ..SyncerConfig::new(dsn.clone())
+        },
+    )
+    .unwrap();
+    for round in 0..2 {
+        for i in 0..keys {
+            agg.increment_counter(&format!("k{i}"), 1.0).unwrap();
+        }
+        let report = s.flush(WAIT).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert_eq!(report.rows_written, 4 * keys as u64, "round {round}");
+    }
+    s.stop(WAIT).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let q = ReadQuery {
+        prefix: Some(String::new()),
+        worker_id: None,
+        resolution: Resolution::Day1,
+        start_secs: (now / 86400 - 1) * 86400,
+        end_secs: (now / 86400 + 1) * 86400,
+    };
+    let read = read_metrics(&dsn, "p_", &q).unwrap();
+    assert_eq!(read.len(), keys);
+    for series in &read {
+        assert_eq!(
+            series.points.iter().map(|p| p.value).sum::<f64>(),
+            2.0,
+            "{}",
+            series.key
+        );
+    }
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .unwrap();
+    admin.batch_execute(&format!("DROP ROLE {name}")).unwrap();
+}

@@ -101,7 +101,10 @@ print((out / "python.md").read_text())
 
 print("## Flush\n")
 print("`cargo bench -p ringmetrics-postgres --bench flush`: the same database for all three; the floor is the same upsert")
-print("generated inside PostgreSQL by one `INSERT ... SELECT`; WAL bytes from `pg_current_wal_lsn()` differences.\n")
+print("generated inside PostgreSQL by one `INSERT ... SELECT` (whole-row replace, no definitions, no client); WAL bytes from")
+print("`pg_current_wal_lsn()` differences. Before each timed run every contender's tables are vacuumed, untimed (the steady")
+print("state autovacuum keeps; the test server runs without it). ringmetrics sends a flush this large with binary COPY into a")
+print("temporary table and merges it from there in one statement (see the README's \"How it works\").\n")
 print((out / "flush.md").read_text())
 
 print("\n## Connections and transactions of a worker\n")

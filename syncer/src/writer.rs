@@ -299,7 +299,8 @@ impl Writer {
             }
             insert |= !source.known(change.id);
         }
-        // Unnamed statements only (execute_typed / query_typed), inside a
+        // Unnamed statements (execute_typed / query_typed; a large batch's
+        // COPY is prepared and closed within it), inside a
         // transaction with the syncer's SET LOCAL timeouts: PgBouncer-safe.
         let mut tx = begin(client, &self.timeouts).map_err(err)?;
         // Definitions: insert only when some key of the batch has never been

@@ -643,17 +643,7 @@ fn saves_through_pgbouncer_in_transaction_mode() {
             }
         }
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let q = ReadQuery {
-        prefix: Some(String::new()),
-        worker_id: Some(String::new()),
-        resolution: Resolution::Day1,
-        start_secs: (now / 86400 - 1) * 86400,
-        end_secs: (now / 86400 + 1) * 86400,
-    };
+    let q = common::around_today(Some(String::new()));
     for _ in 0..5 {
         let read = read_metrics(&dsn, &prefix, &q).unwrap();
         let done = read.iter().find(|s| s.key == "jobs:done").unwrap();

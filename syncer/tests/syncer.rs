@@ -614,17 +614,7 @@ fn large_flushes_without_the_temporary_privilege() {
         assert_eq!(report.rows_written, 4 * keys as u64, "round {round}");
     }
     s.stop(WAIT).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let q = ReadQuery {
-        prefix: Some(String::new()),
-        worker_id: None,
-        resolution: Resolution::Day1,
-        start_secs: (now / 86400 - 1) * 86400,
-        end_secs: (now / 86400 + 1) * 86400,
-    };
+    let q = common::around_today(None);
     let read = read_metrics(&dsn, "p_", &q).unwrap();
     assert_eq!(read.len(), keys);
     for series in &read {

@@ -291,3 +291,19 @@ pub fn syncer(
     };
     ringmetrics_postgres::Syncer::start(agg.clone(), config).unwrap()
 }
+
+/// Every day bucket from yesterday to tomorrow: what anything recorded now
+/// is read back from.
+pub fn around_today(worker_id: Option<String>) -> ringmetrics_postgres::ReadQuery {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    ringmetrics_postgres::ReadQuery {
+        prefix: Some(String::new()),
+        worker_id,
+        resolution: ringmetrics::Resolution::Day1,
+        start_secs: (now / 86400 - 1) * 86400,
+        end_secs: (now / 86400 + 1) * 86400,
+    }
+}

@@ -5,20 +5,17 @@
 //! created on the server. A large one (a backlog, a process with thousands
 //! of series) is copied into a temporary table and upserted from there in
 //! one statement: PostgreSQL's cost per row of the array form grows with
-//! the statement's size (40,000 rows took 1.3x as long in one statement as
-//! in eight of 5,000, and those eight 1.1x as long as one upsert from a
-//! table), while the upsert from a table costs what the in-database floor
-//! costs (1.03x, measured side by side).
+//! the statement's size (40,000 rows took 1.2-1.6x as long in one statement
+//! as in eight of 5,000), while the upsert from a table costs what the
+//! in-database floor costs (1.03x, measured side by side).
 
-use std::error::Error;
+use std::io::Write as _;
 use std::time::SystemTime;
 
 use bytes::{BufMut, BytesMut};
-use std::io::Write as _;
-
 use postgres::Transaction;
 use postgres::error::SqlState;
-use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use postgres::types::Type;
 use ringmetrics::{Bucket, Kind};
 
 use crate::source::{Change, Source};
@@ -76,63 +73,30 @@ impl Columns {
         }
     }
 
-    /// The columns in the statement's parameter order, encoded.
-    fn encode(&self) -> Result<Params, String> {
-        let columns: [(&(dyn ToSql + Sync), Type); 15] = [
-            (&self.metric_ids, Type::INT8_ARRAY),
-            (&self.resolutions, Type::INT4_ARRAY),
-            (&self.chunks, Type::TIMESTAMPTZ_ARRAY),
-            (&self.offs, Type::INT4_ARRAY),
-            (&self.lens, Type::INT4_ARRAY),
-            (&self.kinds, Type::INT4_ARRAY),
-            (&self.sessions, Type::UUID_ARRAY),
-            (&self.workers, Type::TEXT_ARRAY),
-            (&self.starts, Type::TIMESTAMPTZ_ARRAY),
-            (&self.counts, Type::INT8_ARRAY),
-            (&self.totals, Type::FLOAT8_ARRAY),
-            (&self.mins, Type::FLOAT8_ARRAY),
-            (&self.maxs, Type::FLOAT8_ARRAY),
-            (&self.gauges, Type::FLOAT8_ARRAY),
-            (&self.sampled, Type::TIMESTAMPTZ_ARRAY),
-        ];
-        let mut out = Vec::with_capacity(columns.len());
-        for (value, ty) in columns {
-            let mut bytes = BytesMut::new();
-            value
-                .to_sql_checked(&ty, &mut bytes)
-                .map_err(|e| format!("encoding a {ty} parameter: {e}"))?;
-            out.push(Encoded { ty, bytes });
-        }
-        Ok(Params { columns: out })
+    /// Send these rows in one upsert statement (`sql`, the parameters in
+    /// this order).
+    fn upsert(&self, tx: &mut Transaction<'_>, sql: &str) -> Result<u64, postgres::Error> {
+        tx.execute_typed(
+            sql,
+            &[
+                (&self.metric_ids, Type::INT8_ARRAY),
+                (&self.resolutions, Type::INT4_ARRAY),
+                (&self.chunks, Type::TIMESTAMPTZ_ARRAY),
+                (&self.offs, Type::INT4_ARRAY),
+                (&self.lens, Type::INT4_ARRAY),
+                (&self.kinds, Type::INT4_ARRAY),
+                (&self.sessions, Type::UUID_ARRAY),
+                (&self.workers, Type::TEXT_ARRAY),
+                (&self.starts, Type::TIMESTAMPTZ_ARRAY),
+                (&self.counts, Type::INT8_ARRAY),
+                (&self.totals, Type::FLOAT8_ARRAY),
+                (&self.mins, Type::FLOAT8_ARRAY),
+                (&self.maxs, Type::FLOAT8_ARRAY),
+                (&self.gauges, Type::FLOAT8_ARRAY),
+                (&self.sampled, Type::TIMESTAMPTZ_ARRAY),
+            ],
+        )
     }
-}
-
-/// One parameter already in PostgreSQL's binary format.
-#[derive(Debug)]
-struct Encoded {
-    ty: Type,
-    bytes: BytesMut,
-}
-
-impl ToSql for Encoded {
-    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
-        if *ty != self.ty {
-            return Err(format!("a {} parameter sent as {ty}", self.ty).into());
-        }
-        out.extend_from_slice(&self.bytes);
-        Ok(IsNull::No)
-    }
-
-    fn accepts(_: &Type) -> bool {
-        true
-    }
-
-    to_sql_checked!();
-}
-
-/// One statement's parameters.
-struct Params {
-    columns: Vec<Encoded>,
 }
 
 /// Rows up to which a batch goes as one statement with array parameters.
@@ -146,9 +110,10 @@ pub(crate) const TABLE_COLUMNS: &str = "metric_id, resolution, chunk, session_id
 pub(crate) const STAGING: &str = "ringmetrics_staged_rows";
 
 /// Send `items`: up to [`STATEMENT_ROWS`] rows as one statement
-/// (`array_sql`, the parameters in [`Columns::encode`]'s order); more
-/// copied into [`STAGING`] and upserted by `staged_sql`, or, without
-/// `staging` (the role may not create temporary tables), as several array
+/// (`array_sql`, the parameters in [`Columns::upsert`]'s order); more
+/// copied into [`STAGING`] and upserted by `staged_sql`. Where the role may
+/// not create temporary tables (no `TEMPORARY` privilege on the database),
+/// `staging` turns false for good and large batches go as several array
 /// statements of at most [`STATEMENT_ROWS`] rows. Returns the rows written.
 pub(crate) fn send(
     tx: &mut Transaction<'_>,
@@ -156,42 +121,49 @@ pub(crate) fn send(
     array_sql: &str,
     staged_sql: &str,
     items: &[Item<'_>],
-    staging: bool,
+    staging: &mut bool,
 ) -> Result<u64, SendError> {
     let rows: usize = items.iter().map(|i| i.change.rows.len()).sum();
-    if rows <= STATEMENT_ROWS || !staging {
-        let mut written = 0;
-        let mut columns = Columns::default();
-        let mut rest = items.iter().peekable();
-        while let Some(item) = rest.next() {
-            columns.push(item);
-            let full = rest
-                .peek()
-                .is_none_or(|next| columns.metric_ids.len() + next.change.rows.len() > STATEMENT_ROWS);
-            if full && !columns.metric_ids.is_empty() {
-                let params = columns.encode().map_err(SendError::Encode)?;
-                let typed: Vec<(&(dyn ToSql + Sync), Type)> = params
-                    .columns
-                    .iter()
-                    .map(|c| (c as &(dyn ToSql + Sync), c.ty.clone()))
-                    .collect();
-                written += tx.execute_typed(array_sql, &typed).map_err(SendError::Database)?;
-                columns = Columns::default();
+    if rows > STATEMENT_ROWS && *staging {
+        // In a savepoint, so a refusal leaves the transaction usable.
+        match tx.batch_execute(&format!(
+            "SAVEPOINT ringmetrics_staging;
+             CREATE TEMPORARY TABLE {STAGING} (LIKE {metrics}) ON COMMIT DROP"
+        )) {
+            Ok(()) => return copy_and_upsert(tx, staged_sql, items),
+            Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT ringmetrics_staging")
+                    .map_err(SendError::Database)?;
+                *staging = false;
+                log::info!(
+                    "ringmetrics: this role may not create temporary tables; large flushes are sent as \
+                     several statements instead"
+                );
             }
+            Err(e) => return Err(SendError::Database(e)),
         }
-        return Ok(written);
     }
-    tx.batch_execute(&format!(
-        "CREATE TEMPORARY TABLE {STAGING} (LIKE {metrics}) ON COMMIT DROP"
-    ))
-    .map_err(|e| match e.code() {
-        Some(&SqlState::INSUFFICIENT_PRIVILEGE) => SendError::StagingDenied(e),
-        _ => SendError::Database(e),
-    })?;
+    let mut written = 0;
+    let mut columns = Columns::default();
+    let mut rest = items.iter().peekable();
+    while let Some(item) = rest.next() {
+        columns.push(item);
+        let full = rest
+            .peek()
+            .is_none_or(|next| columns.metric_ids.len() + next.change.rows.len() > STATEMENT_ROWS);
+        if full && !columns.metric_ids.is_empty() {
+            written += columns.upsert(tx, array_sql).map_err(SendError::Database)?;
+            columns = Columns::default();
+        }
+    }
+    Ok(written)
+}
+
+/// Copy `items` into the staging table just created, then upsert from it.
+fn copy_and_upsert(tx: &mut Transaction<'_>, staged_sql: &str, items: &[Item<'_>]) -> Result<u64, SendError> {
     let mut sink = tx
         .copy_in(&format!("COPY {STAGING} ({TABLE_COLUMNS}) FROM STDIN (FORMAT binary)"))
         .map_err(SendError::Database)?;
-    let failed = |e: std::io::Error| SendError::Encode(format!("copying rows: {e}"));
     // PostgreSQL's binary COPY: signature, flags, header extension, then
     // per row the field count and each field as length + value (-1: NULL).
     let mut buf = BytesMut::with_capacity(COPY_CHUNK + 4096);
@@ -231,13 +203,13 @@ pub(crate) fn send(
             }
             array(&mut buf, b, Of::SampledAt);
             if buf.len() >= COPY_CHUNK {
-                sink.write_all(&buf).map_err(failed)?;
+                sink.write_all(&buf).map_err(SendError::Copy)?;
                 buf.clear();
             }
         }
     }
     buf.put_i16(-1);
-    sink.write_all(&buf).map_err(failed)?;
+    sink.write_all(&buf).map_err(SendError::Copy)?;
     sink.finish().map_err(SendError::Database)?;
     tx.execute_typed(staged_sql, &[]).map_err(SendError::Database)
 }
@@ -295,12 +267,8 @@ fn array(buf: &mut BytesMut, buckets: &[Bucket], of: Of) {
     }
 }
 
-/// Why sending stopped: the server's error, or a parameter that could not
-/// be encoded.
+/// Why sending stopped: the server's error, or the COPY stream failed.
 pub(crate) enum SendError {
     Database(postgres::Error),
-    Encode(String),
-    /// The role may not create temporary tables (no `TEMPORARY` privilege
-    /// on the database): send without staging.
-    StagingDenied(postgres::Error),
+    Copy(std::io::Error),
 }

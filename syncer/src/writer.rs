@@ -142,9 +142,6 @@ pub(crate) struct Writer {
     /// Large batches go through a temporary staging table (false once the
     /// role turned out not to be allowed one).
     staging: bool,
-    /// The last batch failed only because staging was refused: send it
-    /// again without.
-    staging_denied: bool,
     /// A warning for the status, not yet taken.
     pub(crate) warning: Option<String>,
 }
@@ -161,7 +158,6 @@ impl Writer {
             pending: Vec::new(),
             last_warning: None,
             staging: true,
-            staging_denied: false,
             warning: None,
         }
     }
@@ -233,20 +229,7 @@ impl Writer {
         let mut batches = batches.into_iter();
         while let Some(batch) = batches.next() {
             let written = match self.schema {
-                Schema::V2 => {
-                    let before = report.clone();
-                    let first = self.write_batch(client, &batch, &mut report);
-                    if std::mem::take(&mut self.staging_denied) {
-                        report = before;
-                        log::info!(
-                            "ringmetrics: this role may not create temporary tables; large flushes are sent \
-                             as several statements instead"
-                        );
-                        self.write_batch(client, &batch, &mut report)
-                    } else {
-                        first
-                    }
-                }
+                Schema::V2 => self.write_batch(client, &batch, &mut report),
                 Schema::V1 { max_points } => {
                     crate::writer_v1::write_batch(self, client, &batch, &mut report, max_points)
                 }
@@ -373,16 +356,11 @@ impl Writer {
             &upsert_sql(&metrics),
             &staged_sql(&metrics),
             &items,
-            self.staging,
+            &mut self.staging,
         );
         let written = sent.map_err(|e| match e {
             SendError::Database(e) => err(e),
-            SendError::Encode(m) => SyncError::Database(m),
-            SendError::StagingDenied(e) => {
-                self.staging = false;
-                self.staging_denied = true;
-                err(e)
-            }
+            SendError::Copy(e) => SyncError::Database(format!("copying rows: {e}")),
         })?;
         drop(items);
         // A commit that fails may still have happened (the connection can

@@ -106,8 +106,10 @@ pub(crate) const STATEMENT_ROWS: usize = 5000;
 pub(crate) const TABLE_COLUMNS: &str = "metric_id, resolution, chunk, session_id, worker_id, buckets, counts, totals, \
                                         minimums, maximums, gauges, sampled_at";
 
-/// The temporary table a large batch is copied into (dropped at commit).
-pub(crate) const STAGING: &str = "ringmetrics_staged_rows";
+/// The temporary table a large batch is copied into (dropped at commit),
+/// always named with its schema: a `search_path` that lists `pg_temp` after
+/// another schema would otherwise find a table of that name there first.
+pub(crate) const STAGING: &str = "pg_temp.ringmetrics_staged_rows";
 
 /// Send `items`: up to [`STATEMENT_ROWS`] rows as one statement
 /// (`array_sql`, the parameters in [`Columns::upsert`]'s order); more
@@ -125,10 +127,12 @@ pub(crate) fn send(
 ) -> Result<u64, SendError> {
     let rows: usize = items.iter().map(|i| i.change.rows.len()).sum();
     if rows > STATEMENT_ROWS && *staging {
-        // In a savepoint, so a refusal leaves the transaction usable.
+        // In a savepoint, so a refusal leaves the transaction usable. Only
+        // the columns written, without constraints: a column added to the
+        // table with a default gets its default from the upsert.
         match tx.batch_execute(&format!(
             "SAVEPOINT ringmetrics_staging;
-             CREATE TEMPORARY TABLE {STAGING} (LIKE {metrics}) ON COMMIT DROP"
+             CREATE TEMPORARY TABLE {STAGING} ON COMMIT DROP AS SELECT {TABLE_COLUMNS} FROM {metrics} WITH NO DATA"
         )) {
             Ok(()) => return copy_and_upsert(tx, staged_sql, items),
             Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {

@@ -1,7 +1,8 @@
 //! Large flushes (more than 5,000 chunk rows: copied through the staging
 //! table) under faults and concurrency: a commit whose outcome is unknown,
-//! a backend killed mid-flush, two syncers staging at once, a flush of
-//! several transactions, and a conflicting definition inside the batch.
+//! two syncers staging at once, a flush of several transactions, a
+//! conflicting definition inside the batch, an odd prefix (backends killed
+//! at the COPY and at the merge: `attack_staging.rs`).
 //! Every total is read back exactly: nothing lost, nothing doubled.
 
 mod common;
@@ -73,44 +74,6 @@ fn an_unknown_commit_of_a_staged_flush_is_retried_without_doubling() {
     for r in [60, 300, 3600, 86400] {
         assert_eq!(stored(&p, r), (n as i64 + 1, n as f64 + 1.0), "resolution {r}");
     }
-    s.stop(WAIT).unwrap();
-}
-
-#[test]
-fn a_backend_killed_during_a_staged_flush_loses_and_doubles_nothing() {
-    let p = prefix("stagekill");
-    let n = 3000;
-    let a = agg(n);
-    let app = format!("stagekill-{}", std::process::id());
-    let s = start(&a, format!("{} application_name={app}", common::dsn()), &p, "w");
-    let mut expected = 0.0;
-    let mut failed = 0;
-    for round in 0..6 {
-        record_all(&a, n, "k");
-        expected += 1.0;
-        let killer = std::thread::spawn({
-            let app = app.clone();
-            move || {
-                // Kill the syncer's backend once it is writing (round 0 only
-                // sets up the rows).
-                std::thread::sleep(Duration::from_millis(20 + 15 * round));
-                client()
-                    .execute(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-                        &[&app],
-                    )
-                    .unwrap();
-            }
-        });
-        if s.flush(WAIT).is_err() {
-            failed += 1;
-        }
-        killer.join().unwrap();
-        // However the kill landed, the next flush saves everything once.
-        s.flush(WAIT).unwrap();
-        assert_eq!(stored(&p, 86400), (n as i64, expected * n as f64), "round {round}");
-    }
-    eprintln!("{failed} of 6 flushes were cut");
     s.stop(WAIT).unwrap();
 }
 

@@ -114,6 +114,12 @@ typedef struct {
   // (plain stores, no contention); further threads share an atomic
   // accumulator. 64 bytes per stripe and series.
   size_t writers;
+  // Unsaved buckets kept, once a syncer is attached, after a newer
+  // bucket took their ring slot (a database outage longer than the
+  // ring), until saved (default 10,000; 72 bytes each, resident only as
+  // used). Past it such buckets are dropped and counted in
+  // `rm_drops.unsaved`.
+  size_t spill;
 } rm_config;
 
 // A handle for recording without a key lookup. Plain data: copy it freely,
@@ -140,6 +146,10 @@ typedef struct {
   uint64_t stale[4];
   // Per resolution: merging would overflow the bucket's sum.
   uint64_t overflow[4];
+  // Per resolution: observations of a bucket that left its ring unsaved
+  // (a syncer outage longer than the ring) while the unsaved-bucket
+  // buffer (`rm_config.spill`) was full.
+  uint64_t unsaved[4];
 } rm_drops;
 
 // One bucket's absolute values.

@@ -193,7 +193,7 @@ fn concurrent_record_key_counts_every_refusal() {
 /// Configurations around every cap and the total: built exactly when the
 /// rules allow, refused naming the first bad field, never an abort.
 fn config() -> impl Strategy<Value = ringmetrics::Config> {
-    use ringmetrics::{MAX_BUCKETS, MAX_KEY_BYTES, MAX_SERIES, MAX_WRITERS};
+    use ringmetrics::{MAX_BUCKETS, MAX_KEY_BYTES, MAX_SERIES, MAX_SPILL, MAX_WRITERS};
     let size = |cap: usize| {
         prop_oneof![
             12 => 1usize..64,
@@ -210,14 +210,16 @@ fn config() -> impl Strategy<Value = ringmetrics::Config> {
         prop::array::uniform4(size(MAX_BUCKETS)),
         size(MAX_WRITERS),
         prop_oneof![Just(60i64), Just(-1), Just(86_400), Just(86_401), any::<i64>()],
+        size(MAX_SPILL),
     )
         .prop_map(
-            |(capacity, key_bytes, buckets, writers, max_future_secs)| ringmetrics::Config {
+            |(capacity, key_bytes, buckets, writers, max_future_secs, spill)| ringmetrics::Config {
                 capacity,
                 key_bytes,
                 buckets,
                 max_future_secs,
                 writers,
+                spill,
             },
         )
 }

@@ -538,23 +538,25 @@ pub mod configs {
     use std::sync::Arc;
 
     use ringmetrics::{
-        Aggregator, Config, Error, Kind, MAX_BUCKETS, MAX_KEY_BYTES, MAX_RESERVED_BYTES, MAX_SERIES, MAX_WRITERS,
-        ManualClock, Resolution,
+        Aggregator, Config, Error, Kind, MAX_BUCKETS, MAX_KEY_BYTES, MAX_RESERVED_BYTES, MAX_SERIES, MAX_SPILL,
+        MAX_WRITERS, ManualClock, Resolution,
     };
 
     /// Bytes of one series' share of each array at these sizes, as the
-    /// layout documents them: accumulator (128), slots (56 per bucket),
-    /// stripes (64 per writer), registry (16 table + 8 metadata).
+    /// layout documents them: accumulator (128), slots (64 per bucket),
+    /// stripes (64 per writer), registry (16 table + 8 metadata); and the
+    /// unsaved-bucket buffer (72 per entry).
     fn reserved(c: &Config) -> Option<u128> {
         // Fields of any size: u128 holds every sum of the caps, not of
         // arbitrary `usize`s, so still checked.
         let n = c.capacity as u128;
         let slots: u128 = c.buckets.iter().map(|&b| b as u128).sum();
         let table = n.checked_mul(2)?.checked_next_power_of_two()?.max(2);
-        let per_series = slots.checked_mul(56)?.checked_add(128 + 8 + c.writers as u128 * 64)?;
+        let per_series = slots.checked_mul(64)?.checked_add(128 + 8 + c.writers as u128 * 64)?;
         n.checked_mul(per_series)?
             .checked_add(table.checked_mul(8)?)?
-            .checked_add(c.key_bytes as u128)
+            .checked_add(c.key_bytes as u128)?
+            .checked_add((c.spill as u128).checked_mul(72)?)
     }
 
     /// The first field that breaks a rule, by the documented caps.
@@ -570,6 +572,9 @@ pub mod configs {
         }
         if c.writers > MAX_WRITERS {
             return Some("writers");
+        }
+        if c.spill > MAX_SPILL {
+            return Some("spill");
         }
         if !(0..=86_400).contains(&c.max_future_secs) {
             return Some("max_future_secs");

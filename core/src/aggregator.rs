@@ -12,6 +12,7 @@ use crate::mem::Zeroed;
 use crate::registry::{Registry, SeriesInfo};
 use crate::series::{Outcome, PaddedAccumulator, SeriesRef, Slot};
 use crate::session::Session;
+use crate::spill::Spill;
 use crate::stripe::Stripe;
 use crate::{Kind, Resolution, thread_slot, validate};
 
@@ -96,6 +97,8 @@ pub struct Aggregator {
     owner: u32,
     /// The storage session the data belongs to (see [`Session`]).
     session: Session,
+    /// Unsaved buckets pushed out of their rings (`spill.rs`).
+    spill: Spill,
 }
 
 impl std::fmt::Debug for Aggregator {
@@ -130,6 +133,7 @@ impl Aggregator {
         let owner = NEXT_OWNER.fetch_add(1, StdOrdering::Relaxed);
         let seed = (owner as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (clock.now() as u64);
         let [r0, r1, r2, r3] = sizes.rings;
+        let spill = config.spill;
         Ok(Aggregator {
             registry: Registry::new(config.capacity, sizes.table, config.key_bytes, seed)?,
             accs: Zeroed::new(config.capacity, "accumulators")?,
@@ -146,6 +150,7 @@ impl Aggregator {
             config,
             owner,
             session: Session::new(),
+            spill: Spill::new(spill)?,
         })
     }
 
@@ -419,6 +424,7 @@ impl Aggregator {
             capacity: self.config.capacity,
             id: id as usize,
             kind,
+            spill: &self.spill,
         }
     }
 
@@ -475,15 +481,70 @@ impl Aggregator {
     /// with the version it was read at.
     pub fn read_series(&self, series: Series, out: &mut SeriesData) -> Result<(), Error> {
         self.check(series)?;
-        self.series_ref(series.id, series.kind).read_all(out);
+        self.series_ref(series.id, series.kind).read_all(out, false);
         Ok(())
+    }
+
+    /// [`Aggregator::read_series`] as a syncer needs it: also each bucket a
+    /// pending minute is about to push out of its ring slot, so nothing
+    /// read as "saved" can leave the ring unseen.
+    pub fn read_series_to_save(&self, series: Series, out: &mut SeriesData) -> Result<(), Error> {
+        self.check(series)?;
+        self.series_ref(series.id, series.kind).read_all(out, true);
+        Ok(())
+    }
+
+    /// A syncer committed what [`Aggregator::read_series_to_save`] returned
+    /// at `version`: from now on, a bucket the read covered leaves its ring
+    /// freely; one changed since is kept in the unsaved-bucket buffer when
+    /// it leaves (see [`Config::spill`]). Marks nothing for a version of
+    /// another series or aggregator beyond making its buckets count as
+    /// saved: pass only versions read from `series`.
+    pub fn mark_saved(&self, series: Series, version: SeriesVersion) -> Result<(), Error> {
+        self.check(series)?;
+        self.series_ref(series.id, series.kind).mark_saved(version.seq);
+        Ok(())
+    }
+
+    /// Forget every save (a syncer to another database begins): every
+    /// bucket that leaves a ring from now on is kept until saved again.
+    pub fn forget_saved(&self) {
+        for id in 0..self.registry.len() {
+            self.accs[id as usize].forget_saved();
+        }
+    }
+
+    /// Start keeping unsaved buckets that leave their rings (a syncer
+    /// attached). Before, the rings are the only retention.
+    pub fn start_saving(&self) {
+        self.spill.activate();
+    }
+
+    /// Hand every unsaved bucket that left its ring to `take` (series id,
+    /// resolution, bucket), oldest first, removing them from the buffer:
+    /// the caller keeps them until saved, and they count against
+    /// [`Config::spill`] until it reports with
+    /// [`Aggregator::hold_unsaved`] how many it still holds. One caller at
+    /// a time (the session's writer). Returns how many.
+    pub fn drain_unsaved(&self, take: impl FnMut(u32, Resolution, Bucket)) -> usize {
+        self.spill.drain(take)
+    }
+
+    /// The session's writer holds `n` drained buckets unsaved (see
+    /// [`Aggregator::drain_unsaved`]).
+    pub fn hold_unsaved(&self, n: usize) {
+        self.spill.set_held(n);
+    }
+
+    /// Unsaved buckets waiting in the buffer ([`Aggregator::drain_unsaved`]).
+    pub fn unsaved_len(&self) -> usize {
+        self.spill.len()
     }
 
     /// A value that changes whenever the series' data changes. A syncer
     /// saves the version returned with the data it wrote
     /// ([`SeriesData::version`]); if `version` differs later, there is more
-    /// to save. Nothing is ever marked saved in the aggregator, so a failed
-    /// write simply leaves the difference in place.
+    /// to save. A failed write leaves the difference in place.
     pub fn version(&self, series: Series) -> Result<SeriesVersion, Error> {
         self.check(series)?;
         Ok(self.series_ref(series.id, series.kind).version())
@@ -522,6 +583,7 @@ impl Aggregator {
             + self.accs.bytes()
             + self.rings.iter().map(Zeroed::bytes).sum::<usize>()
             + self.stripes.bytes()
+            + self.spill.bytes()
     }
 
     /// Bytes of storage per series at this configuration: accumulator,

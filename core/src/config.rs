@@ -15,6 +15,11 @@ pub const MAX_WRITERS: usize = crate::series::MAX_WRITERS;
 
 /// Largest accepted bucket count per resolution.
 pub const MAX_BUCKETS: usize = 1 << 20;
+/// Default [`Config::spill`].
+pub const DEFAULT_SPILL: usize = 10_000;
+/// Largest accepted [`Config::spill`].
+pub const MAX_SPILL: usize = 1 << 26;
+
 /// Largest accepted series capacity.
 pub const MAX_SERIES: usize = 1 << 24;
 /// Largest accepted [`Config::key_bytes`] (offsets are 32-bit).
@@ -52,6 +57,14 @@ pub struct Config {
     /// accumulator. Each stripe is 64 bytes per series, resident only once
     /// its thread records into that series. Default 8.
     pub writers: usize,
+    /// Unsaved buckets kept after a newer bucket took their ring slot,
+    /// until a syncer saves them (a database outage, or flushes further
+    /// apart than a ring is deep). Used only once a syncer has attached;
+    /// past it, such a bucket is dropped and counted
+    /// ([`crate::Drops::unsaved`]). 72 bytes each, reserved lazily (only
+    /// what an outage fills is resident). Default 10,000, Chancy's default
+    /// `max_buffered_points`; at most [`MAX_SPILL`].
+    pub spill: usize,
 }
 
 impl Default for Config {
@@ -69,6 +82,7 @@ impl Config {
             buckets: DEFAULT_BUCKETS,
             max_future_secs: 60,
             writers: DEFAULT_WRITERS,
+            spill: DEFAULT_SPILL,
         }
     }
 
@@ -105,6 +119,9 @@ impl Config {
         }
         if self.writers > MAX_WRITERS {
             return bad("writers", format!("must be 0..={MAX_WRITERS}, got {}", self.writers));
+        }
+        if self.spill > MAX_SPILL {
+            return bad("spill", format!("must be 0..={MAX_SPILL}, got {}", self.spill));
         }
         if !(0..=86_400).contains(&self.max_future_secs) {
             return bad(
@@ -154,7 +171,8 @@ impl Config {
             .checked_add(stripes.checked_mul(size_of::<crate::stripe::Stripe>())?)?
             .checked_add(table.checked_mul(8)?)?
             .checked_add(c.checked_mul(8)?)?
-            .checked_add(self.key_bytes)?;
+            .checked_add(self.key_bytes)?
+            .checked_add(self.spill.checked_mul(size_of::<crate::spill::Entry>())?)?;
         Some(Sizes {
             table,
             rings,

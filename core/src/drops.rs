@@ -75,6 +75,9 @@ pub(crate) struct DropCounters {
     pub(crate) stale: [AtomicU64; 4],
     /// Per resolution: merging into the bucket would overflow its sum.
     pub(crate) overflow: [AtomicU64; 4],
+    /// Per resolution: observations of an unsaved bucket pushed out of its
+    /// ring while the unsaved-bucket buffer was full.
+    pub(crate) unsaved: [AtomicU64; 4],
 }
 
 impl DropCounters {
@@ -84,6 +87,7 @@ impl DropCounters {
             expired: std::array::from_fn(|_| AtomicU64::new(0)),
             stale: std::array::from_fn(|_| AtomicU64::new(0)),
             overflow: std::array::from_fn(|_| AtomicU64::new(0)),
+            unsaved: std::array::from_fn(|_| AtomicU64::new(0)),
         }
     }
 
@@ -107,17 +111,24 @@ impl DropCounters {
         self.overflow[r.index()].fetch_add(n, Ordering::Relaxed);
     }
 
+    #[cold]
+    pub(crate) fn unsaved(&self, r: Resolution, n: u64) {
+        self.unsaved[r.index()].fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn read(&self) -> Drops {
         let load = |a: &[AtomicU64]| -> Vec<u64> { a.iter().map(|x| x.load(Ordering::Relaxed)).collect() };
         let r = load(&self.records);
         let e = load(&self.expired);
         let s = load(&self.stale);
         let o = load(&self.overflow);
+        let u = load(&self.unsaved);
         Drops {
             records: std::array::from_fn(|i| r[i]),
             expired: std::array::from_fn(|i| e[i]),
             stale: std::array::from_fn(|i| s[i]),
             overflow: std::array::from_fn(|i| o[i]),
+            unsaved: std::array::from_fn(|i| u[i]),
         }
     }
 }
@@ -134,6 +145,10 @@ pub struct Drops {
     pub stale: [u64; 4],
     /// Per resolution: records whose merge would overflow the bucket sum.
     pub overflow: [u64; 4],
+    /// Per resolution: observations lost because their bucket left the
+    /// ring unsaved (a syncer outage longer than the ring) while the
+    /// unsaved-bucket buffer ([`crate::Config::spill`]) was full.
+    pub unsaved: [u64; 4],
 }
 
 impl Drops {
@@ -149,6 +164,7 @@ impl Drops {
             .chain(&self.expired)
             .chain(&self.stale)
             .chain(&self.overflow)
+            .chain(&self.unsaved)
             .sum()
     }
 }

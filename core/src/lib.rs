@@ -44,6 +44,7 @@ mod registry;
 mod resolution;
 mod series;
 mod session;
+mod spill;
 mod stripe;
 mod sync;
 mod thread_slot;
@@ -53,7 +54,8 @@ pub use aggregator::{Aggregator, Series};
 pub use bucket::{Bucket, SeriesData, SeriesVersion};
 pub use clock::{Builtin, Clock, ManualClock, Nanos, OverridableClock, SystemClock};
 pub use config::{
-    Config, DEFAULT_BUCKETS, DEFAULT_WRITERS, MAX_BUCKETS, MAX_KEY_BYTES, MAX_RESERVED_BYTES, MAX_SERIES, MAX_WRITERS,
+    Config, DEFAULT_BUCKETS, DEFAULT_SPILL, DEFAULT_WRITERS, MAX_BUCKETS, MAX_KEY_BYTES, MAX_RESERVED_BYTES,
+    MAX_SERIES, MAX_SPILL, MAX_WRITERS,
 };
 pub use drops::{DropReason, Drops};
 pub use error::Error;

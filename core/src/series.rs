@@ -66,6 +66,7 @@ use crate::bucket::{Bucket, SeriesData, SeriesVersion};
 use crate::clock::Nanos;
 use crate::drops::DropCounters;
 use crate::mem::Zeroed;
+use crate::spill::Spill;
 use crate::stripe::Stripe;
 use crate::sync::{AtomicI64, AtomicPair, AtomicU64, Ordering, Spin, b, f, fence};
 use crate::{Kind, Resolution, fork, thread_slot};
@@ -128,6 +129,9 @@ pub(crate) struct Accumulator {
     /// While `EXCLUSIVE` is held to fold a writer stripe: its slot plus
     /// one; otherwise 0. Lets a fork child discard a fold caught mid-way.
     folding: AtomicU64,
+    /// The `seq` of the last read a syncer saved ([`SeriesRef::mark_saved`]):
+    /// every ring slot stamped below it was saved as it is.
+    saved: AtomicU64,
 }
 
 /// An accumulator on its own cache line(s), as the aggregator stores them.
@@ -170,6 +174,9 @@ pub(crate) struct Slot {
     last: AtomicU64,
     /// Time of the latest sample, nanoseconds.
     sampled_at: AtomicI64,
+    /// The series' (odd) `seq` when the slot last changed: saved if below
+    /// the series' saved read ([`Accumulator::saved`]).
+    stamp: AtomicU64,
 }
 
 impl Accumulator {
@@ -187,7 +194,15 @@ impl Accumulator {
             seq: AtomicU64::new(0),
             generation: AtomicU64::new(0),
             folding: AtomicU64::new(0),
+            saved: AtomicU64::new(0),
         }
+    }
+}
+
+impl Accumulator {
+    /// Nothing of the series counts as saved any more.
+    pub(crate) fn forget_saved(&self) {
+        self.saved.store(0, Ordering::Release);
     }
 }
 
@@ -202,6 +217,7 @@ impl Slot {
             max: AtomicU64::new(0),
             last: AtomicU64::new(0),
             sampled_at: AtomicI64::new(0),
+            stamp: AtomicU64::new(0),
         }
     }
 
@@ -238,6 +254,8 @@ pub(crate) struct SeriesRef<'a> {
     pub(crate) capacity: usize,
     pub(crate) id: usize,
     pub(crate) kind: Kind,
+    /// Where an unsaved bucket goes when a newer one takes its slot.
+    pub(crate) spill: &'a Spill,
 }
 
 /// What happened to a record.
@@ -653,6 +671,8 @@ impl SeriesRef<'_> {
     /// in any resolution).
     fn apply_rings(&self, d: &Delta, at: Nanos, now: Option<Nanos>, drops: &DropCounters) -> (bool, bool) {
         let secs = at.div_euclid(NANOS);
+        // The holder's odd `seq`: what every slot changed here is stamped.
+        let stamp = self.acc.seq.load(Ordering::Relaxed);
         let mut stored = false;
         let mut overflowed = false;
         for r in Resolution::ALL {
@@ -692,6 +712,9 @@ impl SeriesRef<'_> {
                 new_sum = new_sum.clamp(f64::MIN, f64::MAX);
             }
             if tag != bucket + 1 {
+                if tag > 0 {
+                    self.evict(slot, tag - 1, r, drops);
+                }
                 slot.bucket.store(bucket + 1, Ordering::Relaxed);
             }
             slot.count.store(count + d.count, Ordering::Relaxed);
@@ -702,9 +725,32 @@ impl SeriesRef<'_> {
                 slot.last.store(b(d.last), Ordering::Relaxed);
                 slot.sampled_at.store(d.at, Ordering::Relaxed);
             }
+            slot.stamp.store(stamp, Ordering::Relaxed);
             stored = true;
         }
         (stored, overflowed)
+    }
+
+    /// `slot`'s bucket `old` is about to be replaced by a newer one (under
+    /// `EXCLUSIVE`): if it changed since the last save (and a syncer saves
+    /// this aggregator), keep it in the spill, or count it lost when the
+    /// spill is full.
+    #[cold]
+    fn evict(&self, slot: &Slot, old: i64, r: Resolution, drops: &DropCounters) {
+        if !self.spill.is_active() || slot.stamp.load(Ordering::Relaxed) < self.acc.saved.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(bucket) = slot.read(old, r)
+            && !self.spill.push(self.id as u32, r, &bucket)
+        {
+            drops.unsaved(r, bucket.count);
+        }
+    }
+
+    /// A syncer saved what a read at `version_seq` returned: every slot
+    /// stamped before it is saved as it is now.
+    pub(crate) fn mark_saved(&self, version_seq: u64) {
+        self.acc.saved.fetch_max(version_seq, Ordering::Release);
     }
 
     /// Read the accumulator consistently: `locked` when this reader holds
@@ -855,20 +901,22 @@ impl SeriesRef<'_> {
         let mark = out.len();
         let (_, version, _) = self.read_consistent(|pending| {
             out.truncate(mark);
-            collect_ring(ring, r, self.kind, pending, out, |start| {
+            collect_ring(ring, r, self.kind, pending, false, out, |start| {
                 start >= from_secs && start < to_secs
             });
         });
         version
     }
 
-    /// Every bucket held at every resolution, oldest first.
-    pub(crate) fn read_all(&self, out: &mut SeriesData) {
+    /// Every bucket held at every resolution, oldest first. With
+    /// `displaced`, also each bucket a pending minute will push out of its
+    /// slot (what a syncer must save: a ring then shows one bucket more).
+    pub(crate) fn read_all(&self, out: &mut SeriesData, displaced: bool) {
         let (_, version, _) = self.read_consistent(|pending| {
             for r in Resolution::ALL {
                 let dst = &mut out.buckets[r.index()];
                 dst.clear();
-                collect_ring(self.ring(r), r, self.kind, pending, dst, |_| true);
+                collect_ring(self.ring(r), r, self.kind, pending, displaced, dst, |_| true);
             }
         });
         out.version = version;
@@ -930,6 +978,7 @@ fn collect_ring(
     r: Resolution,
     kind: Kind,
     pending: &[Bucket],
+    displaced: bool,
     out: &mut Vec<Bucket>,
     keep: impl Fn(i64) -> bool,
 ) {
@@ -946,9 +995,17 @@ fn collect_ring(
     for (idx, slot) in ring.iter().enumerate() {
         let tag = slot.bucket.load(Ordering::Relaxed) - 1;
         if filter & (1 << (idx % 64)) != 0 && touched.contains(&idx) {
-            let mut cur = (tag, slot.read(tag, r).unwrap_or(EMPTY));
+            let own = slot.read(tag, r);
+            let mut cur = (tag, own.unwrap_or(EMPTY));
             for (_, p) in touched.iter().zip(pending).filter(|(t, _)| **t == idx) {
                 fold(&mut cur, p, r, kind);
+            }
+            if displaced
+                && cur.0 != tag
+                && let Some(own) = own
+                && keep(own.start)
+            {
+                out.push(own); // the fold will push it out of the ring
             }
             if cur.1.count > 0 && keep(cur.1.start) {
                 out.push(cur.1);

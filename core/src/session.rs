@@ -131,13 +131,11 @@ impl Session {
         *self.memory.lock().unwrap_or_else(|e| e.into_inner()) = Some((target, memory));
     }
 
-    /// The memory the last writer stashed, if it wrote to `target`.
-    pub fn unstash(&self, target: &str) -> Option<Box<dyn Any + Send>> {
+    /// The memory the last writer stashed, and whether it wrote to
+    /// `target` (what it saved elsewhere is not saved at `target`).
+    pub fn unstash(&self, target: &str) -> Option<(bool, Box<dyn Any + Send>)> {
         let mut memory = self.memory.lock().unwrap_or_else(|e| e.into_inner());
-        match memory.take() {
-            Some((t, m)) if t == target => Some(m),
-            _ => None,
-        }
+        memory.take().map(|(t, m)| (t == target, m))
     }
 
     /// Refuse writers in a process other than the creator (a forked child).

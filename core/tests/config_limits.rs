@@ -52,6 +52,7 @@ fn every_cap_at_once_is_refused_not_overflowed() {
         buckets: [MAX_BUCKETS; 4],
         max_future_secs: 60,
         writers: MAX_WRITERS,
+        spill: 0,
     };
     assert!(matches!(
         Aggregator::new(c),

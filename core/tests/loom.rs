@@ -26,6 +26,7 @@ fn setup_with(kind: Kind, writers: usize) -> (Arc<Aggregator>, Series, ManualClo
         buckets: [2, 2, 2, 2],
         max_future_secs: 60,
         writers,
+        spill: 4,
     };
     let agg = Arc::new(Aggregator::with_clock(config, Arc::new(clock.clone())).unwrap());
     let s = agg.register(kind, "k", kind.default_unit()).unwrap();
@@ -236,7 +237,96 @@ fn reader_retries_are_bounded(writers: usize) {
     });
 }
 
+/// Minutes 0, 1 and 2 recorded by this thread (2 still pending, in its
+/// stripe or the shared accumulator), the clock in minute 3 and the
+/// aggregator saving: this thread's next record folds minute 2 over
+/// minute 0's slot (the 1min ring holds 2 buckets).
+fn before_an_eviction(writers: usize) -> (Arc<Aggregator>, Series) {
+    let (agg, s, clock) = setup_with(Kind::Counter, writers);
+    agg.start_saving();
+    for v in [1.0, 2.0, 4.0] {
+        agg.record(s, v).unwrap();
+        clock.advance_secs(60);
+    }
+    (agg, s)
+}
+
+fn is_minute_0(b: &Bucket) -> bool {
+    (b.start, b.count, b.sum) == (T0, 1, 1.0)
+}
+
+/// A syncer-style save (read, then mark saved) races the fold that pushes
+/// minute 0 out of its ring: minute 0 is in what the save read (as a ring
+/// bucket, or as the one the pending minute displaces) or it goes to the
+/// unsaved buffer, whatever the interleaving.
+///
+/// The largest model here (a whole consistent read, its retries and the
+/// mark against a fold): one preemption, which still lets the fold land
+/// between any two steps of the save, or the save between any two of the
+/// fold's; at two it runs for hours.
+fn eviction_races_a_save(writers: usize) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(1);
+    builder.check(move || {
+        let (agg, s) = before_an_eviction(writers);
+        let save = {
+            let agg = agg.clone();
+            thread::spawn(move || {
+                let mut data = SeriesData::default();
+                agg.read_series_to_save(s, &mut data).unwrap();
+                agg.mark_saved(s, data.version).unwrap();
+                data
+            })
+        };
+        agg.record(s, 8.0).unwrap();
+        let data = save.join().unwrap();
+        let mut drained = Vec::new();
+        agg.drain_unsaved(|_, r, b| drained.push((r, b)));
+        assert!(
+            data.at(Resolution::Min1).iter().any(is_minute_0)
+                || drained.iter().any(|(r, b)| *r == Resolution::Min1 && is_minute_0(b)),
+            "minute 0 lost: read {:?}, drained {drained:?}",
+            data.at(Resolution::Min1)
+        );
+        assert_eq!(agg.drops().total(), 0);
+        assert_eq!(total(&agg, s, Resolution::Day1), (4, 15.0));
+    });
+}
+
+/// The unsaved buffer's push (in the fold) races its drain: minute 0 is
+/// drained exactly once, whole.
+fn eviction_races_a_drain(writers: usize) {
+    loom::model(move || {
+        let (agg, s) = before_an_eviction(writers);
+        let drain = {
+            let agg = agg.clone();
+            thread::spawn(move || {
+                let mut drained = Vec::new();
+                agg.drain_unsaved(|_, r, b| drained.push((r, b)));
+                drained
+            })
+        };
+        agg.record(s, 8.0).unwrap();
+        let mut drained = drain.join().unwrap();
+        agg.drain_unsaved(|_, r, b| drained.push((r, b)));
+        assert_eq!(drained.len(), 1, "{drained:?}");
+        assert!(
+            drained[0].0 == Resolution::Min1 && is_minute_0(&drained[0].1),
+            "{drained:?}"
+        );
+        assert_eq!(agg.drops().total(), 0);
+    });
+}
+
 mod shared {
+    #[test]
+    fn eviction_races_a_save() {
+        super::eviction_races_a_save(0)
+    }
+    #[test]
+    fn eviction_races_a_drain() {
+        super::eviction_races_a_drain(0)
+    }
     #[test]
     fn reader_retries_are_bounded() {
         super::reader_retries_are_bounded(0)
@@ -272,6 +362,14 @@ mod shared {
 /// here the reader would only add its own stripe's reads to the search.)
 mod mixed {
     #[test]
+    fn eviction_races_a_save() {
+        super::eviction_races_a_save(1)
+    }
+    #[test]
+    fn eviction_races_a_drain() {
+        super::eviction_races_a_drain(1)
+    }
+    #[test]
     fn reader_retries_are_bounded() {
         super::reader_retries_are_bounded(1)
     }
@@ -302,6 +400,14 @@ mod mixed {
 }
 
 mod striped {
+    #[test]
+    fn eviction_races_a_save() {
+        super::eviction_races_a_save(2)
+    }
+    #[test]
+    fn eviction_races_a_drain() {
+        super::eviction_races_a_drain(2)
+    }
     #[test]
     fn reader_retries_are_bounded() {
         super::reader_retries_are_bounded(2)

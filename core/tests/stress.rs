@@ -12,18 +12,28 @@ const T0: i64 = 1_767_225_600;
 const THREADS: usize = 4;
 const PER_THREAD: u64 = 200_000;
 
+/// The tests of this file one at a time: writer slots are per process,
+/// and a test that checks who holds one must not race another's threads.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn exact_totals_and_no_torn_reads_shared_path() {
+    let _serial = serial();
     exact_totals_and_no_torn_reads_across_rollovers(0);
 }
 
 #[test]
 fn exact_totals_and_no_torn_reads_stripes_and_shared() {
+    let _serial = serial();
     exact_totals_and_no_torn_reads_across_rollovers(2);
 }
 
 #[test]
 fn exact_totals_and_no_torn_reads_all_striped() {
+    let _serial = serial();
     exact_totals_and_no_torn_reads_across_rollovers(DEFAULT_WRITERS);
 }
 
@@ -112,6 +122,7 @@ fn exact_totals_and_no_torn_reads_across_rollovers(writers: usize) {
 
 #[test]
 fn concurrent_registration_of_the_same_and_new_keys() {
+    let _serial = serial();
     let agg = Arc::new(Aggregator::new(Config::with_capacity(1000)).unwrap());
     let threads: Vec<_> = (0..4)
         .map(|t| {
@@ -148,6 +159,7 @@ fn concurrent_registration_of_the_same_and_new_keys() {
 /// owner's minute without losing or doubling anything.
 #[test]
 fn exiting_threads_hand_their_stripe_on() {
+    let _serial = serial();
     let clock = ManualClock::from_secs(T0);
     let agg = Arc::new(Aggregator::with_clock(Config::with_capacity(4), Arc::new(clock.clone())).unwrap());
     let s = agg.register(Kind::Counter, "jobs", "count").unwrap();
@@ -187,6 +199,7 @@ fn exiting_threads_hand_their_stripe_on() {
 /// stripes and a reader snapshots: exact totals, no torn bucket.
 #[test]
 fn churning_threads_with_a_reader() {
+    let _serial = serial();
     let clock = ManualClock::from_secs(T0);
     let agg = Arc::new(Aggregator::with_clock(Config::with_capacity(4), Arc::new(clock.clone())).unwrap());
     let s = agg.register(Kind::Histogram, "h", "number").unwrap();
@@ -253,6 +266,7 @@ fn churning_threads_with_a_reader() {
 /// (then holds the writers off for one read), and nothing recorded is lost.
 #[test]
 fn reads_under_sustained_writes_take_bounded_tries() {
+    let _serial = serial();
     let agg = Arc::new(Aggregator::new(Config::with_capacity(16)).unwrap());
     let s = agg.register(Kind::Counter, "hot", "count").unwrap();
     let stop = Arc::new(AtomicBool::new(false));

@@ -71,6 +71,12 @@ pub struct rm_config {
     /// (plain stores, no contention); further threads share an atomic
     /// accumulator. 64 bytes per stripe and series.
     pub writers: usize,
+    /// Unsaved buckets kept, once a syncer is attached, after a newer
+    /// bucket took their ring slot (a database outage longer than the
+    /// ring), until saved (default 10,000; 72 bytes each, resident only as
+    /// used). Past it such buckets are dropped and counted in
+    /// `rm_drops.unsaved`.
+    pub spill: usize,
 }
 
 /// Write the default configuration (4096 series, Chancy's ring depths).
@@ -94,6 +100,7 @@ pub unsafe extern "C" fn rm_config_default(out: *mut rm_config) -> rm_result {
                 buckets: c.buckets,
                 max_future_secs: c.max_future_secs,
                 writers: c.writers,
+                spill: c.spill,
             }
         };
         RM_OK
@@ -167,6 +174,7 @@ fn config_from(c: *const rm_config) -> Config {
         buckets: c.buckets,
         max_future_secs: c.max_future_secs,
         writers: c.writers,
+        spill: c.spill,
     }
 }
 
@@ -346,6 +354,10 @@ pub struct rm_drops {
     pub stale: [u64; 4],
     /// Per resolution: merging would overflow the bucket's sum.
     pub overflow: [u64; 4],
+    /// Per resolution: observations of a bucket that left its ring unsaved
+    /// (a syncer outage longer than the ring) while the unsaved-bucket
+    /// buffer (`rm_config.spill`) was full.
+    pub unsaved: [u64; 4],
 }
 
 /// Read the drop counters and the number of registered series.
@@ -373,6 +385,7 @@ pub unsafe extern "C" fn rm_drops_read(
                 expired: d.expired,
                 stale: d.stale,
                 overflow: d.overflow,
+                unsaved: d.unsaved,
             };
             if !series_count.is_null() {
                 *series_count = a.agg.len();

@@ -139,8 +139,9 @@ class Metrics(_ChancyMetrics):
     - ``ring_buckets``: buckets held in memory per resolution (default:
       ``max_points``, so the own-worker view of ``get_metrics`` shows as
       much as 0.25's). Saved buckets stay in the database whatever the
-      depth; a shallower ring only bounds how long an outage can last
-      before unsaved buckets are overwritten.
+      depth; a bucket that leaves a shallower ring unsaved (an outage)
+      waits in memory for the next successful flush (at most 10,000 of
+      them; past that they are dropped and counted in ``drops()``).
     - ``clock``: a :class:`ringmetrics.ManualClock` for tests.
     - ``low_priority_syncer``: run the syncer thread at ``SCHED_IDLE``.
     """
@@ -178,6 +179,7 @@ class Metrics(_ChancyMetrics):
         self._clock = clock
         self._low_priority_syncer = bool(low_priority_syncer)
         self._aggregator = Aggregator(max_series, buckets=ring, clock=clock)
+        self._aggregator.start_saving()
         # The warning holds the plugin weakly (no cycle through the native
         # recorder).
         plugin = weakref.ref(self)

@@ -69,6 +69,10 @@ FLUSH_TIMEOUT = 60.0
 #: above four times this still works: full aggregators are renewed).
 MAX_SERIES = 1 << 16
 
+#: The most unsaved buckets one session's aggregator keeps once they left
+#: its rings (the core's ``MAX_SPILL``).
+MAX_UNSAVED = 1 << 26
+
 #: The record methods bound natively on each instance.
 _RECORD_METHODS = ("increment_counter", "record_gauge", "record_histogram_value")
 
@@ -145,10 +149,12 @@ class Metrics(_ChancyMetrics):
     - ``ring_buckets``: ring depth per resolution (dict like
       ``max_points_per_resolution``). By default deep enough for two
       sync intervals of unsaved buckets (at least 24/24/24/12) and at
-      most Chancy's retention. It bounds how long a database outage can
-      last before the oldest unsaved buckets of a resolution are
-      overwritten (24 minutes at 1min, 2 hours at 5min, a day at 1hour by
-      default); saved buckets are never lost, whatever the depth.
+      most Chancy's retention. A memory choice, not a retention cap: a
+      bucket that leaves its ring unsaved (a database outage longer than
+      the ring) waits for the next successful flush, at most
+      ``max_buffered_points`` of them per session (past that they are
+      dropped, counted in ``drops()["unsaved"]`` and warned about); saved
+      buckets are never lost, whatever the depth.
     - ``low_priority_syncer``: run the syncer thread at Linux's lowest
       priority (``SCHED_IDLE``), so the event loop always gets a core
       first. Off by default: on a machine whose cores are saturated
@@ -189,6 +195,9 @@ class Metrics(_ChancyMetrics):
         # A limit, not a reservation: one aggregator never reserves more
         # than MAX_SERIES series (renewal frees full ones once saved).
         self._capacity = max(1, min(max_buffered_points // 4, MAX_SERIES))
+        self._unsaved = max(1, min(max_buffered_points, MAX_UNSAVED))
+        #: Unsaved drops already warned about.
+        self._unsaved_warned = 0
         self._ring_override = ring_buckets
         self._ring = ring_depths(self.max_points, sync_interval, ring_buckets)
         #: The recorder the instance's record methods are bound to.
@@ -266,7 +275,10 @@ class Metrics(_ChancyMetrics):
         return session
 
     def _new_session(self, session_id: str, worker_id: str) -> _Session:
-        aggregator = Aggregator(self._capacity, buckets=self._ring, clock=self._clock)
+        aggregator = Aggregator(self._capacity, buckets=self._ring, clock=self._clock, unsaved_buckets=self._unsaved)
+        # Saved by the next flush: a bucket that leaves a ring before then
+        # waits for it.
+        aggregator.start_saving()
         session = _Session(aggregator, session_id, worker_id)
         session.created = self._now()
         session.recorder = self._recorder(aggregator)
@@ -482,10 +494,24 @@ class Metrics(_ChancyMetrics):
                 await self._release_saved()
             finally:
                 self._read_cache.clear()
+                self._warn_unsaved()
                 if not self._running:
                     # No worker runs: nothing is left running after this
                     # call, whether it saved or failed.
                     await self._stop_syncer()
+
+    def _warn_unsaved(self) -> None:
+        """Warn (rate-limited, as every drop) when buckets that left their
+        rings unsaved were dropped because ``max_buffered_points`` of them
+        were already waiting (a long database outage)."""
+        lost = sum(self.drops().get("unsaved", {}).values())
+        if lost > self._unsaved_warned:
+            self._warn(
+                f"ringmetrics: {lost - self._unsaved_warned} observations dropped: their buckets left the "
+                f"in-memory rings unsaved while max_buffered_points ({self._unsaved}) unsaved buckets were "
+                "already waiting for the database"
+            )
+            self._unsaved_warned = lost
 
     def aggregators(self) -> list[Aggregator]:
         """The aggregators behind this plugin (for snapshots and drop

@@ -138,15 +138,17 @@ pub(crate) struct Aggregator {
 #[pymethods]
 impl Aggregator {
     #[new]
-    #[pyo3(signature = (capacity=4096, *, buckets=None, key_bytes=None, clock=None, max_future_seconds=60))]
+    #[pyo3(signature = (capacity=4096, *, buckets=None, key_bytes=None, clock=None, max_future_seconds=60, unsaved_buckets=10000))]
     fn new(
         capacity: usize,
         buckets: Option<std::collections::HashMap<String, usize>>,
         key_bytes: Option<usize>,
         clock: Option<&Bound<'_, ManualClock>>,
         max_future_seconds: i64,
+        unsaved_buckets: usize,
     ) -> Result<Self, Error> {
         let mut config = Config::with_capacity(capacity);
+        config.spill = unsaved_buckets;
         if let Some(k) = key_bytes {
             config.key_bytes = k;
         }
@@ -304,7 +306,9 @@ impl Aggregator {
     }
 
     /// Drop counters: every refusal, by reason; and per resolution, records
-    /// dropped as expired, stale or overflowing.
+    /// dropped as expired, stale or overflowing, and observations lost
+    /// because their bucket left the ring unsaved with the unsaved-bucket
+    /// buffer full.
     fn drops<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = self.inner.drops();
         let out = PyDict::new(py);
@@ -315,6 +319,7 @@ impl Aggregator {
             ("expired", d.expired),
             ("stale", d.stale),
             ("resolution_overflow", d.overflow),
+            ("unsaved", d.unsaved),
         ] {
             let inner = PyDict::new(py);
             for r in Resolution::ALL {
@@ -333,6 +338,18 @@ impl Aggregator {
     /// Bytes reserved per series at this configuration.
     fn bytes_per_series(&self) -> usize {
         self.inner.bytes_per_series()
+    }
+
+    /// From now on, keep each bucket that leaves its ring unsaved (up to
+    /// `unsaved_buckets`) until a syncer saves it. Attaching a syncer does
+    /// this; call it first when records may outlast a ring before then.
+    fn start_saving(&self) {
+        self.inner.start_saving();
+    }
+
+    /// Unsaved buckets that left their rings, waiting for a syncer.
+    fn unsaved_len(&self) -> usize {
+        self.inner.unsaved_len()
     }
 
     /// Start the Postgres syncer thread for this aggregator (a Syncer with

@@ -139,16 +139,21 @@ class Program:
         self.clock = Clock(T0 + self.rng.randrange(86400))
         self.log: list[str] = []
         #: Per resolution: the oldest bucket recorded since the last
-        #: successful flush (a ring of depth d holds d buckets: the program
-        #: flushes before an unsaved bucket could be overwritten, since the
-        #: model keeps everything and only Chancy's retention hides data).
+        #: successful flush. Nothing forces a flush before a ring wraps:
+        #: buckets that leave a ring unsaved wait for the next flush, as
+        #: Chancy's do (its ``max_buffered_points`` is never reached here).
         self.unsaved: dict[int, int] = {}
+        #: Ring depths: the plugin's defaults, or rings of a few buckets so
+        #: that long stretches without a successful flush outlast them.
+        self.ring = self.rng.choice(
+            [None, {name: self.rng.choice([2, 3, 6, 13]) for name in ("1min", "5min", "1hour", "1day")}]
+        )
 
     async def run(self, monkeypatch) -> None:
         monkeypatch.setattr(chancy_metrics, "utcnow", self.clock)
-        plugin = Metrics(sync_interval=3600, collection_interval=10**7)
+        plugin = Metrics(sync_interval=3600, collection_interval=10**7, ring_buckets=self.ring)
+        self.log.append(f"rings {plugin._ring}")
         model = Model(plugin)
-        depth = {RESOLUTIONS[n]: d for n, d in plugin._ring.items()}
         async with Chancy(self.dsn, prefix=self.prefix, plugins=[plugin], notifications=False) as chancy:
             await chancy.migrate()
             workers = {wid: Worker(chancy, worker_id=wid, register_signal_handlers=False) for wid in WORKER_IDS}
@@ -157,19 +162,26 @@ class Program:
             try:
                 for step in range(OPS):
                     op = self.rng.choices(
-                        ["record", "advance", "flush", "fault", "start", "stop", "loop", "cleanup"],
-                        [40, 18, 14, 6, 5, 5, 4, 2],
+                        ["record", "advance", "flush", "fault", "start", "stop", "loop", "cleanup", "burst"],
+                        # Small rings: long stretches without a save.
+                        [40, 18, 14 if self.ring is None else 3, 6, 5, 5, 4, 2, 3 if self.ring is None else 8],
                     )[0]
                     if op == "record":
-                        for seconds, oldest in list(self.unsaved.items()):
-                            if math.floor(self.clock.t / seconds) - oldest >= depth[seconds] - 1:
-                                await self.flush(plugin, chancy, model, "ring")
-                                break
                         await self.record(plugin, model, workers, started)
+                    elif op == "burst":
+                        # Busy minutes (or hours) in a row, unsaved: they
+                        # outlast a small ring.
+                        step = self.rng.choice([60, 300, 3600])
+                        n = self.rng.randint(3, 20)
+                        self.log.append(f"burst of {n} steps of {step} s")
+                        for _ in range(n):
+                            self.clock.t += self.rng.uniform(0.8, 1.2) * step
+                            await self.record(plugin, model, workers, started)
                     elif op == "advance":
                         self.clock.t += self.rng.choice(
                             [
                                 self.rng.uniform(0.001, 5),
+                                self.rng.uniform(30, 90),
                                 self.rng.uniform(30, 90),
                                 self.rng.uniform(300, 1800),
                                 self.rng.uniform(3600, 6 * 3600),

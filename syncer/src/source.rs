@@ -6,8 +6,15 @@
 //! remembers decides how much is sent, never what is kept: forgetting a
 //! bucket only sends it again (idempotent, values are absolute), and a
 //! bucket the ring no longer holds stays saved in its row.
+//!
+//! A bucket that leaves its ring before it was saved (an outage longer
+//! than the ring) comes back through the aggregator's unsaved-bucket
+//! buffer ([`Aggregator::drain_unsaved`]): the source keeps it until a
+//! commit saves it. After each commit it tells the aggregator which read
+//! was saved ([`Aggregator::mark_saved`]), so buckets saved since leave
+//! their rings without going through the buffer.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use ringmetrics::{Aggregator, Bucket, CHUNK_BUCKETS, Resolution, SeriesData, SeriesVersion};
@@ -41,9 +48,18 @@ pub(crate) struct Row {
 pub(crate) struct Change {
     pub(crate) id: u32,
     version: SeriesVersion,
+    /// `version` is a new read (not the one saved before).
+    read: bool,
     pub(crate) rows: Vec<Row>,
     saved: [Vec<(i64, u64)>; 4],
+    /// Buckets from the unsaved buffer in `rows`: (resolution index,
+    /// start, count), released once saved.
+    unsaved: Vec<(u8, i64, u64)>,
 }
+
+/// A bucket that left its ring unsaved: (series id, resolution index,
+/// start).
+type UnsavedKey = (u32, u8, i64);
 
 /// An attached aggregator. Holds the aggregator's session claim until
 /// dropped, so no second writer can write the same session meanwhile.
@@ -58,13 +74,19 @@ pub(crate) struct Source {
     /// Series whose stored definition has another type or unit; re-checked
     /// on every flush that has changes for them.
     pub(crate) conflicting: HashSet<u32>,
+    /// Buckets drained from the aggregator's unsaved buffer, kept until
+    /// a commit saves them (they count against `Config::spill`).
+    unsaved: BTreeMap<UnsavedKey, Bucket>,
     scratch: SeriesData,
 }
 
 /// What a detached source leaves in its aggregator's session for the next
-/// writer to the same target.
+/// writer.
 struct Memory {
+    /// What was saved (only good for the same target).
     series: Vec<SeriesState>,
+    /// What is saved nowhere yet.
+    unsaved: BTreeMap<UnsavedKey, Bucket>,
 }
 
 impl Source {
@@ -82,11 +104,20 @@ impl Source {
             .adopt(session_id.map(|u| u.as_u128()), || uuid::Uuid::new_v4().as_u128())
             .map_err(|e| SyncError::InvalidConfig(e.to_string()))?;
         session.claim().map_err(|e| SyncError::InvalidConfig(e.to_string()))?;
-        let series = session
-            .unstash(&target)
-            .and_then(|m| m.downcast::<Memory>().ok())
-            .map(|m| m.series)
-            .unwrap_or_default();
+        let (same, memory) = match session.unstash(&target) {
+            Some((same, m)) => (same, m.downcast::<Memory>().ok().map(|m| *m)),
+            None => (true, None),
+        };
+        let (series, unsaved) = match memory {
+            Some(m) if same => (m.series, m.unsaved),
+            Some(m) => (Vec::new(), m.unsaved),
+            None => (Vec::new(), BTreeMap::new()),
+        };
+        if !same {
+            // Saved elsewhere is not saved here.
+            agg.forget_saved();
+        }
+        agg.start_saving();
         Ok(Source {
             agg,
             target,
@@ -94,6 +125,7 @@ impl Source {
             session_id: uuid::Uuid::from_u128(id),
             series,
             conflicting: HashSet::new(),
+            unsaved,
             scratch: SeriesData::default(),
         })
     }
@@ -112,30 +144,52 @@ impl Source {
             self.series.resize_with(n, SeriesState::default);
         }
         let kept: [i64; 4] = std::array::from_fn(|i| first_kept_chunk(Resolution::ALL[i], now_secs, retention_secs[i]));
+        self.take_unsaved(&kept);
         for id in 0..n as u32 {
             let Some(series) = self.agg.series(id) else { continue };
             let state = &self.series[id as usize];
-            match self.agg.version(series) {
-                Ok(v) if state.version == Some(v) => continue,
-                Ok(_) => {}
+            let unsaved = self.unsaved.range((id, 0, i64::MIN)..(id + 1, 0, i64::MIN));
+            let has_unsaved = unsaved.clone().next().is_some();
+            let read = match self.agg.version(series) {
+                Ok(v) if state.version == Some(v) => false,
+                Ok(_) => true,
                 Err(_) => continue,
+            };
+            if !read && !has_unsaved {
+                continue;
             }
-            if self.agg.read_series(series, &mut self.scratch).is_err() {
+            if read && self.agg.read_series_to_save(series, &mut self.scratch).is_err() {
                 continue;
             }
             let mut rows: Vec<Row> = Vec::new();
+            let mut sent: Vec<Bucket> = Vec::new();
+            let mut from_buffer = Vec::new();
             let saved = std::array::from_fn(|i| {
                 let r = Resolution::ALL[i];
-                let buckets = self.scratch.at(r);
                 let old = &state.saved[i];
-                let mut j = 0;
-                for b in buckets {
-                    while j < old.len() && old[j].0 < b.start {
-                        j += 1;
+                sent.clear();
+                if read {
+                    let mut j = 0;
+                    for b in self.scratch.at(r) {
+                        while j < old.len() && old[j].0 < b.start {
+                            j += 1;
+                        }
+                        if old.get(j) != Some(&(b.start, b.count)) {
+                            sent.push(*b);
+                        }
                     }
-                    if old.get(j) == Some(&(b.start, b.count)) {
-                        continue;
+                }
+                let ring = sent.len();
+                for (&(_, _, start), b) in unsaved.clone().filter(|((_, ri, _), _)| *ri as usize == i) {
+                    if !sent[..ring].iter().any(|s| s.start == start) {
+                        from_buffer.push((i as u8, start, b.count));
+                        sent.push(*b);
                     }
+                }
+                if sent.len() > ring {
+                    sent.sort_unstable_by_key(|b| b.start);
+                }
+                for b in &sent {
                     let chunk = r.chunk_start(r.bucket_of(b.start));
                     if chunk < kept[i] {
                         continue;
@@ -149,19 +203,51 @@ impl Source {
                         }),
                     }
                 }
-                buckets.iter().map(|b| (b.start, b.count)).collect()
+                if read {
+                    self.scratch.at(r).iter().map(|b| (b.start, b.count)).collect()
+                } else {
+                    old.clone()
+                }
             });
             debug_assert!(rows.iter().all(|row| {
                 let end = row.chunk + CHUNK_BUCKETS * row.resolution.seconds();
                 row.buckets.iter().all(|b| b.start >= row.chunk && b.start < end)
+                    && row.buckets.windows(2).all(|w| w[0].start < w[1].start)
             }));
             out.push(Change {
                 id,
-                version: self.scratch.version,
+                version: if read {
+                    self.scratch.version
+                } else {
+                    state.version.expect("an unchanged version was saved")
+                },
+                read,
                 rows,
                 saved,
+                unsaved: from_buffer,
             });
         }
+    }
+
+    /// Move what the aggregator's unsaved buffer holds into `unsaved`,
+    /// dropping buckets saved as they are or past Chancy's retention
+    /// (`kept`, per resolution), and tell the aggregator how many are held.
+    fn take_unsaved(&mut self, kept: &[i64; 4]) {
+        let (unsaved, series) = (&mut self.unsaved, &self.series);
+        self.agg.drain_unsaved(|id, r, b| {
+            let i = r.index();
+            let saved = series
+                .get(id as usize)
+                .is_some_and(|s| s.saved[i].binary_search(&(b.start, b.count)).is_ok());
+            if !saved && r.chunk_start(r.bucket_of(b.start)) >= kept[i] {
+                unsaved.insert((id, i as u8, b.start), b);
+            }
+        });
+        unsaved.retain(|&(_, i, start), _| {
+            let r = Resolution::ALL[i as usize];
+            r.chunk_start(r.bucket_of(start)) >= kept[i as usize]
+        });
+        self.agg.hold_unsaved(self.unsaved.len());
     }
 
     /// `change` committed (or had nothing to write).
@@ -173,6 +259,20 @@ impl Source {
         state.version = Some(change.version);
         state.saved = change.saved;
         self.conflicting.remove(&change.id);
+        if !change.unsaved.is_empty() {
+            for (i, start, count) in change.unsaved {
+                let key = (change.id, i, start);
+                if self.unsaved.get(&key).is_some_and(|b| b.count == count) {
+                    self.unsaved.remove(&key);
+                }
+            }
+            self.agg.hold_unsaved(self.unsaved.len());
+        }
+        if change.read
+            && let Some(series) = self.agg.series(change.id)
+        {
+            let _ = self.agg.mark_saved(series, change.version);
+        }
     }
 }
 
@@ -183,6 +283,7 @@ impl Drop for Source {
             std::mem::take(&mut self.target),
             Box::new(Memory {
                 series: std::mem::take(&mut self.series),
+                unsaved: std::mem::take(&mut self.unsaved),
             }),
         );
         session.release();

@@ -27,7 +27,7 @@ pub const MAX_KEY_BYTES: usize = u32::MAX as usize;
 /// Largest total the aggregator may reserve, 1 TiB of address space
 /// ([`Config::reserved_bytes`]). Reserved memory is not resident: only pages
 /// of series in use are (a 1,000,000-series aggregator of the defaults
-/// reserves about 34 GB and is a few MiB resident). A configuration above
+/// reserves about 40 GB and is a few MiB resident). A configuration above
 /// it is refused as [`Error::InvalidConfig`] naming `capacity`.
 pub const MAX_RESERVED_BYTES: usize = 1 << 40;
 

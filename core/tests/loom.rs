@@ -20,11 +20,16 @@ const T0: i64 = 1_767_225_600; // a day boundary
 /// the first two a stripe (every model has at most two recording threads
 /// at once, plus ones that ran before). Each model below runs in all three layouts.
 fn setup_with(kind: Kind, writers: usize) -> (Arc<Aggregator>, Series, ManualClock) {
+    setup_rings(kind, writers, 2)
+}
+
+/// [`setup_with`] with rings of `depth` buckets at every resolution.
+fn setup_rings(kind: Kind, writers: usize, depth: usize) -> (Arc<Aggregator>, Series, ManualClock) {
     let clock = ManualClock::from_secs(T0);
     let config = Config {
         capacity: 1,
         key_bytes: 64,
-        buckets: [2, 2, 2, 2],
+        buckets: [depth; 4],
         max_future_secs: 60,
         writers,
         spill: 4,
@@ -243,17 +248,7 @@ fn reader_retries_are_bounded(writers: usize) {
 /// minute 2 and the aggregator saving: this thread's next record folds
 /// minute 1 over minute 0's slot.
 fn before_an_eviction(writers: usize) -> (Arc<Aggregator>, Series) {
-    let clock = ManualClock::from_secs(T0);
-    let config = Config {
-        capacity: 1,
-        key_bytes: 64,
-        buckets: [1, 1, 1, 1],
-        max_future_secs: 60,
-        writers,
-        spill: 4,
-    };
-    let agg = Arc::new(Aggregator::with_clock(config, Arc::new(clock.clone())).unwrap());
-    let s = agg.register(Kind::Counter, "k", "count").unwrap();
+    let (agg, s, clock) = setup_rings(Kind::Counter, writers, 1);
     agg.start_saving();
     for v in [1.0, 2.0] {
         agg.record(s, v).unwrap();

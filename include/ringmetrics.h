@@ -116,8 +116,8 @@ typedef struct {
   size_t writers;
   // Unsaved buckets kept, once a syncer is attached, after a newer
   // bucket took their ring slot (a database outage longer than the
-  // ring), until saved (default 10,000; 72 bytes each, resident only as
-  // used). Past it such buckets are dropped and counted in
+  // ring), until saved (default 10,000; 72 bytes each, pages touched only
+  // as outages push buckets through it). Past it such buckets are dropped and counted in
   // `rm_drops.unsaved`.
   size_t spill;
 } rm_config;

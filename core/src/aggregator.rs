@@ -502,7 +502,7 @@ impl Aggregator {
     /// saved: pass only versions read from `series`.
     pub fn mark_saved(&self, series: Series, version: SeriesVersion) -> Result<(), Error> {
         self.check(series)?;
-        self.series_ref(series.id, series.kind).mark_saved(version.seq);
+        self.series_ref(series.id, series.kind).mark_saved(version);
         Ok(())
     }
 

@@ -61,8 +61,8 @@ pub struct Config {
     /// until a syncer saves them (a database outage, or flushes further
     /// apart than a ring is deep). Used only once a syncer has attached;
     /// past it, such a bucket is dropped and counted
-    /// ([`crate::Drops::unsaved`]). 72 bytes each, reserved lazily (only
-    /// what an outage fills is resident). Default 10,000, Chancy's default
+    /// ([`crate::Drops::unsaved`]). 72 bytes each, reserved lazily (pages
+    /// are touched only as outages push buckets through it). Default 10,000, Chancy's default
     /// `max_buffered_points`; at most [`MAX_SPILL`].
     pub spill: usize,
 }

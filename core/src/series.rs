@@ -129,9 +129,15 @@ pub(crate) struct Accumulator {
     /// While `EXCLUSIVE` is held to fold a writer stripe: its slot plus
     /// one; otherwise 0. Lets a fork child discard a fold caught mid-way.
     folding: AtomicU64,
-    /// The `seq` of the last read a syncer saved ([`SeriesRef::mark_saved`]):
-    /// every ring slot stamped below it was saved as it is.
+    /// One more than the `seq` of the last read a syncer saved
+    /// ([`SeriesRef::mark_saved`]; 0: none): every ring slot stamped below
+    /// it was saved as it is. With the read's `minute`, `count` and
+    /// `stripes` below (all written under `EXCLUSIVE`), a fold can tell
+    /// that the pending minute it folds was saved as it is, too.
     saved: AtomicU64,
+    saved_minute: AtomicI64,
+    saved_count: AtomicU64,
+    saved_stripes: AtomicU64,
 }
 
 /// An accumulator on its own cache line(s), as the aggregator stores them.
@@ -195,12 +201,16 @@ impl Accumulator {
             generation: AtomicU64::new(0),
             folding: AtomicU64::new(0),
             saved: AtomicU64::new(0),
+            saved_minute: AtomicI64::new(0),
+            saved_count: AtomicU64::new(0),
+            saved_stripes: AtomicU64::new(0),
         }
     }
 }
 
 impl Accumulator {
-    /// Nothing of the series counts as saved any more.
+    /// Nothing of the series counts as saved any more (a syncer to another
+    /// target attaches, before it reads anything).
     pub(crate) fn forget_saved(&self) {
         self.saved.store(0, Ordering::Release);
     }
@@ -350,7 +360,8 @@ impl SeriesRef<'_> {
                     at: pending.sampled_at,
                 };
                 self.acc.folding.store(w as u64 + 1, Ordering::Relaxed);
-                self.apply_rings(&d, (pending.minute - 1) * 60 * NANOS, None, drops);
+                let saved = self.pending_saved(count);
+                self.apply_rings(&d, (pending.minute - 1) * 60 * NANOS, None, saved, drops);
             }
             stripe.restart(minute, v, at);
             self.acc.folding.store(0, Ordering::Relaxed);
@@ -595,7 +606,8 @@ impl SeriesRef<'_> {
             // The minute rolled over: fold the finished one, start this one.
             if current != 0 && count > 0 {
                 let d = self.acc_delta(count);
-                self.apply_rings(&d, (current - 1) * 60 * NANOS, None, drops);
+                let saved = self.pending_saved(count);
+                self.apply_rings(&d, (current - 1) * 60 * NANOS, None, saved, drops);
             }
             acc.minute.store(minute, Ordering::Relaxed);
             acc.sum.store(b(0.0), Ordering::Relaxed);
@@ -628,7 +640,7 @@ impl SeriesRef<'_> {
             last: v,
             at,
         };
-        match self.apply_rings(&d, at, Some(now), drops) {
+        match self.apply_rings(&d, at, Some(now), false, drops) {
             (true, _) => Outcome::Stored,
             (false, true) => Outcome::Overflow,
             (false, false) => Outcome::NotStored,
@@ -669,10 +681,16 @@ impl SeriesRef<'_> {
     /// (under `EXCLUSIVE`). With `now`, buckets older than a ring's
     /// retention are refused. Returns (stored in any resolution, overflowed
     /// in any resolution).
-    fn apply_rings(&self, d: &Delta, at: Nanos, now: Option<Nanos>, drops: &DropCounters) -> (bool, bool) {
+    ///
+    /// `saved`: `d` is a pending minute the last saved read already showed
+    /// (so the slots it changes stay saved).
+    fn apply_rings(&self, d: &Delta, at: Nanos, now: Option<Nanos>, saved: bool, drops: &DropCounters) -> (bool, bool) {
         let secs = at.div_euclid(NANOS);
-        // The holder's odd `seq`: what every slot changed here is stamped.
-        let stamp = self.acc.seq.load(Ordering::Relaxed);
+        // The holder's odd `seq`: what every slot changed here is stamped
+        // (below the saved read's when `d` was saved: the slot then holds
+        // what that read showed).
+        let seq = self.acc.seq.load(Ordering::Relaxed);
+        let stamp = if saved { seq.saturating_sub(2) } else { seq };
         let mut stored = false;
         let mut overflowed = false;
         for r in Resolution::ALL {
@@ -732,25 +750,98 @@ impl SeriesRef<'_> {
     }
 
     /// `slot`'s bucket `old` is about to be replaced by a newer one (under
-    /// `EXCLUSIVE`): if it changed since the last save (and a syncer saves
-    /// this aggregator), keep it in the spill, or count it lost when the
-    /// spill is full.
+    /// `EXCLUSIVE`): if it changed since the last save, or another thread's
+    /// pending minute (the shared accumulator's, a writer stripe's) still
+    /// adds to it, and a syncer saves this aggregator, keep it (with that
+    /// pending minute) in the spill, or count it lost when the spill is
+    /// full. (The pending minute itself is dropped as stale when it folds:
+    /// its slot holds a newer bucket by then.)
     #[cold]
     fn evict(&self, slot: &Slot, old: i64, r: Resolution, drops: &DropCounters) {
-        if !self.spill.is_active() || slot.stamp.load(Ordering::Relaxed) < self.acc.saved.load(Ordering::Acquire) {
+        if !self.spill.is_active() {
             return;
         }
-        if let Some(bucket) = slot.read(old, r)
+        let mut bucket = slot.read(old, r);
+        let changed = slot.stamp.load(Ordering::Relaxed) >= self.acc.saved.load(Ordering::Relaxed);
+        let mut pending = false;
+        let mut add = |p: Bucket| {
+            let b = bucket.get_or_insert(Bucket {
+                start: r.bucket_start(old),
+                ..EMPTY
+            });
+            b.merge(&p);
+            pending = true;
+        };
+        let minute = self.acc.minute.load(Ordering::Relaxed);
+        let count = self.acc.stamp.load(Ordering::Relaxed) >> COUNT_SHIFT;
+        if minute != 0 && count > 0 && r.bucket_of((minute - 1) * 60) == old {
+            let d = self.acc_delta(count);
+            add(Bucket {
+                start: 0,
+                count,
+                sum: d.sum,
+                min: d.min,
+                max: d.max,
+                last: d.last,
+                sampled_at: d.at,
+            });
+        }
+        for (w, stripe) in self.stripes().enumerate() {
+            let m = stripe.minute() & !crate::stripe::FROZEN;
+            if m == 0 || r.bucket_of((m - 1) * 60) != old {
+                continue;
+            }
+            let frozen = stripe.minute() & crate::stripe::FROZEN != 0;
+            if !frozen {
+                stripe.freeze();
+            }
+            let (data, _) = stripe.read(w, None).expect("an unbounded stripe read always succeeds");
+            if !frozen {
+                stripe.unfreeze();
+            }
+            if let Some(p) = data.bucket()
+                && r.bucket_of(p.start) == old
+            {
+                add(p);
+            }
+        }
+        if !changed && !pending {
+            return;
+        }
+        if let Some(bucket) = bucket
             && !self.spill.push(self.id as u32, r, &bucket)
         {
             drops.unsaved(r, bucket.count);
         }
     }
 
-    /// A syncer saved what a read at `version_seq` returned: every slot
-    /// stamped before it is saved as it is now.
-    pub(crate) fn mark_saved(&self, version_seq: u64) {
-        self.acc.saved.fetch_max(version_seq, Ordering::Release);
+    /// Under `EXCLUSIVE`, before a fold: whether the series is exactly as
+    /// the last saved read showed it (nothing folded, recorded or striped
+    /// since), so the pending minute about to fold was saved as it is.
+    fn pending_saved(&self, count: u64) -> bool {
+        let acc = self.acc;
+        let seq = acc.seq.load(Ordering::Relaxed);
+        let stripes = self.stripes().fold(0u64, |sum, stripe| sum.wrapping_add(stripe.seq()));
+        acc.saved.load(Ordering::Relaxed) == seq // the read's even seq, plus one
+            && acc.saved_minute.load(Ordering::Relaxed) == acc.minute.load(Ordering::Relaxed)
+            && acc.saved_count.load(Ordering::Relaxed) == count
+            && acc.saved_stripes.load(Ordering::Relaxed) == stripes
+    }
+
+    /// A syncer saved what a read at `version` returned: every slot
+    /// stamped before it is saved as it is now, and so is the pending
+    /// minute if nothing changed since. Takes `EXCLUSIVE` (without moving
+    /// `seq`), so a fold sees all of a mark or none of it.
+    pub(crate) fn mark_saved(&self, version: SeriesVersion) {
+        let acc = self.acc;
+        let count = self.lock_with(false);
+        if version.seq.wrapping_add(1) > acc.saved.load(Ordering::Relaxed) {
+            acc.saved.store(version.seq.wrapping_add(1), Ordering::Relaxed);
+            acc.saved_minute.store(version.minute, Ordering::Relaxed);
+            acc.saved_count.store(version.count, Ordering::Relaxed);
+            acc.saved_stripes.store(version.stripes, Ordering::Relaxed);
+        }
+        self.unlock_with(count, false);
     }
 
     /// Read the accumulator consistently: `locked` when this reader holds

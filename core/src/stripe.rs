@@ -138,6 +138,12 @@ impl Stripe {
         started
     }
 
+    /// The stripe's sequence number (odd while its owner writes; what a
+    /// consistent read returns with the data).
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
     /// A reader holding the series' exclusive section: hold the owner's
     /// fast path off (see [`FROZEN`]).
     pub(crate) fn freeze(&self) {

@@ -73,8 +73,8 @@ pub struct rm_config {
     pub writers: usize,
     /// Unsaved buckets kept, once a syncer is attached, after a newer
     /// bucket took their ring slot (a database outage longer than the
-    /// ring), until saved (default 10,000; 72 bytes each, resident only as
-    /// used). Past it such buckets are dropped and counted in
+    /// ring), until saved (default 10,000; 72 bytes each, pages touched only
+    /// as outages push buckets through it). Past it such buckets are dropped and counted in
     /// `rm_drops.unsaved`.
     pub spill: usize,
 }

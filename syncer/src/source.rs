@@ -233,12 +233,13 @@ impl Source {
     /// dropping buckets saved as they are or past Chancy's retention
     /// (`kept`, per resolution), and tell the aggregator how many are held.
     fn take_unsaved(&mut self, kept: &[i64; 4]) {
-        let (unsaved, series) = (&mut self.unsaved, &self.series);
+        let (unsaved, series, conflicting) = (&mut self.unsaved, &self.series, &self.conflicting);
         self.agg.drain_unsaved(|id, r, b| {
             let i = r.index();
-            let saved = series
-                .get(id as usize)
-                .is_some_and(|s| s.saved[i].binary_search(&(b.start, b.count)).is_ok());
+            let saved = conflicting.contains(&id)
+                || series
+                    .get(id as usize)
+                    .is_some_and(|s| s.saved[i].binary_search(&(b.start, b.count)).is_ok());
             if !saved && r.chunk_start(r.bucket_of(b.start)) >= kept[i] {
                 unsaved.insert((id, i as u8, b.start), b);
             }
@@ -248,6 +249,25 @@ impl Source {
             r.chunk_start(r.bucket_of(start)) >= kept[i as usize]
         });
         self.agg.hold_unsaved(self.unsaved.len());
+    }
+
+    /// `change` was held back: its key is stored with another type or unit.
+    /// The series is dropped, as Chancy drops it, and checked again on
+    /// every flush: what the rings hold is sent again, but nothing of it
+    /// waits in the unsaved buffer (a series that can never be saved must
+    /// not take the places of those that can).
+    pub(crate) fn conflicted(&mut self, change: Change) {
+        self.conflicting.insert(change.id);
+        let before = self.unsaved.len();
+        self.unsaved.retain(|&(id, _, _), _| id != change.id);
+        if self.unsaved.len() != before {
+            self.agg.hold_unsaved(self.unsaved.len());
+        }
+        if change.read
+            && let Some(series) = self.agg.series(change.id)
+        {
+            let _ = self.agg.mark_saved(series, change.version);
+        }
     }
 
     /// `change` committed (or had nothing to write).

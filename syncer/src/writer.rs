@@ -238,7 +238,7 @@ impl Writer {
                 Ok(conflicts) => {
                     for (i, change) in batch {
                         if conflicts.contains(&(i, change.id)) {
-                            self.sources[i].conflicting.insert(change.id);
+                            self.sources[i].conflicted(change);
                         } else {
                             self.sources[i].saved(change);
                         }

@@ -307,3 +307,66 @@ pub fn around_today(worker_id: Option<String>) -> ringmetrics_postgres::ReadQuer
         end_secs: (now / 86400 + 1) * 86400,
     }
 }
+
+/// A TCP proxy in front of the test server that can be taken down: while
+/// down it closes every connection at once (and cuts open ones).
+pub struct Outage {
+    /// A DSN that goes through the proxy.
+    pub dsn: String,
+    down: Arc<AtomicBool>,
+}
+
+impl Outage {
+    pub fn start() -> Outage {
+        let upstream: postgres::Config = dsn().parse().unwrap();
+        let port = upstream.get_ports().first().copied().unwrap_or(5432);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let dsn = format!(
+            "host=127.0.0.1 port={} user={} dbname={} sslmode=disable connect_timeout=5",
+            listener.local_addr().unwrap().port(),
+            upstream.get_user().unwrap_or("postgres"),
+            upstream.get_dbname().unwrap_or("postgres")
+        );
+        let down = Arc::new(AtomicBool::new(false));
+        let d = down.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                if d.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(("127.0.0.1", port)) else {
+                    continue;
+                };
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let d = d.clone();
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        loop {
+                            match from.read(&mut buf) {
+                                Ok(n) if n > 0 && !d.load(Ordering::SeqCst) => {
+                                    if to.write_all(&buf[..n]).is_err() {
+                                        break;
+                                    }
+                                }
+                                _ => break,
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                        let _ = from.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Outage { dsn, down }
+    }
+
+    /// Take the database away (`true`) or bring it back.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+}

@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let mut agg: *mut rm_aggregator = std::ptr::null_mut();
-    let mut config = rm_config { capacity: 0, key_bytes: 0, buckets: [0; 4], max_future_secs: 0, writers: 0 };
+    let mut config = rm_config { capacity: 0, key_bytes: 0, buckets: [0; 4], max_future_secs: 0, writers: 0, spill: 0 };
     // SAFETY: valid out-pointers.
     unsafe {
         assert_eq!(rm_config_default(&mut config), rm_result::RM_OK);

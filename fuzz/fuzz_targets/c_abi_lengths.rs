@@ -30,7 +30,7 @@ fn claimed(sel: u8, v: u32, real: usize, max: usize) -> usize {
 
 fuzz_target!(|data: &[u8]| {
     let mut agg: *mut rm_aggregator = std::ptr::null_mut();
-    let mut config = rm_config { capacity: 0, key_bytes: 0, buckets: [0; 4], max_future_secs: 0, writers: 0 };
+    let mut config = rm_config { capacity: 0, key_bytes: 0, buckets: [0; 4], max_future_secs: 0, writers: 0, spill: 0 };
     // SAFETY: valid out-pointers.
     unsafe {
         assert_eq!(rm_config_default(&mut config), rm_result::RM_OK);
@@ -85,7 +85,7 @@ fuzz_target!(|data: &[u8]| {
             refused_units += 1;
         }
     }
-    let mut drops = rm_drops { records: [0; 8], expired: [0; 4], stale: [0; 4], overflow: [0; 4] };
+    let mut drops = rm_drops { records: [0; 8], expired: [0; 4], stale: [0; 4], overflow: [0; 4], unsaved: [0; 4] };
     // SAFETY: a live aggregator and valid out-pointers; freed once.
     unsafe {
         assert_eq!(rm_drops_read(agg, &mut drops, std::ptr::null_mut()), rm_result::RM_OK);

@@ -7,7 +7,7 @@
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use ringmetrics::{Config, MAX_BUCKETS, MAX_KEY_BYTES, MAX_SERIES, MAX_WRITERS};
+use ringmetrics::{Config, MAX_BUCKETS, MAX_KEY_BYTES, MAX_SERIES, MAX_SPILL, MAX_WRITERS};
 use ringmetrics_tests::model::configs::check;
 
 /// A size: mostly small, else right at, just past, or anywhere below `cap`,
@@ -39,6 +39,7 @@ fn config(u: &mut Unstructured) -> Result<Config> {
             _ => u.arbitrary()?,
         },
         writers: size(u, MAX_WRITERS)?,
+        spill: size(u, MAX_SPILL)?,
     })
 }
 

@@ -8,6 +8,7 @@ use crate::clock::{Builtin, Clock, Nanos, SystemClock};
 use crate::config::Config;
 use crate::drops::{DropCounters, DropReason, Drops};
 use crate::error::Error;
+use crate::mark::Mark;
 use crate::mem::Zeroed;
 use crate::registry::{Registry, SeriesInfo};
 use crate::series::{Outcome, PaddedAccumulator, SeriesRef, Slot};
@@ -92,6 +93,10 @@ pub struct Aggregator {
     /// `w * capacity + i`, so one thread's stripes are contiguous and two
     /// threads never write the same cache line.
     stripes: Zeroed<Stripe>,
+    /// `(writers + 1) * capacity` pending-minute marks (`mark.rs`): stripe
+    /// `w` of series `i`'s at `w * capacity + i`, its shared accumulator's
+    /// at `writers * capacity + i`.
+    marks: Zeroed<Mark>,
     drops: DropCounters,
     /// Distinguishes this aggregator's handles from another's.
     owner: u32,
@@ -144,6 +149,7 @@ impl Aggregator {
                 Zeroed::new(r3, "1day ring slots")?,
             ],
             stripes: Zeroed::new(sizes.stripes, "writer stripes")?,
+            marks: Zeroed::new(sizes.marks, "pending-minute marks")?,
             drops: DropCounters::new(),
             builtin: clock.builtin(),
             clock,
@@ -421,6 +427,7 @@ impl Aggregator {
             all_rings: &self.rings,
             depths: &self.config.buckets,
             all_stripes: &self.stripes,
+            all_marks: &self.marks,
             capacity: self.config.capacity,
             id: id as usize,
             kind,
@@ -481,7 +488,8 @@ impl Aggregator {
     /// with the version it was read at.
     pub fn read_series(&self, series: Series, out: &mut SeriesData) -> Result<(), Error> {
         self.check(series)?;
-        self.series_ref(series.id, series.kind).read_all(out, false);
+        self.series_ref(series.id, series.kind)
+            .read_all(out, false, &self.drops);
         Ok(())
     }
 
@@ -490,7 +498,7 @@ impl Aggregator {
     /// read as "saved" can leave the ring unseen.
     pub fn read_series_to_save(&self, series: Series, out: &mut SeriesData) -> Result<(), Error> {
         self.check(series)?;
-        self.series_ref(series.id, series.kind).read_all(out, true);
+        self.series_ref(series.id, series.kind).read_all(out, true, &self.drops);
         Ok(())
     }
 
@@ -583,6 +591,7 @@ impl Aggregator {
             + self.accs.bytes()
             + self.rings.iter().map(Zeroed::bytes).sum::<usize>()
             + self.stripes.bytes()
+            + self.marks.bytes()
             + self.spill.bytes()
     }
 

@@ -163,12 +163,14 @@ impl Config {
             *n = c.checked_mul(depth)?;
         }
         let stripes = c.checked_mul(self.writers)?;
+        let marks = c.checked_mul(self.writers.checked_add(1)?)?;
         let mut total = c.checked_mul(size_of::<crate::series::PaddedAccumulator>())?;
         for n in rings {
             total = total.checked_add(n.checked_mul(size_of::<crate::series::Slot>())?)?;
         }
         total = total
             .checked_add(stripes.checked_mul(size_of::<crate::stripe::Stripe>())?)?
+            .checked_add(marks.checked_mul(size_of::<crate::mark::Mark>())?)?
             .checked_add(table.checked_mul(8)?)?
             .checked_add(c.checked_mul(8)?)?
             .checked_add(self.key_bytes)?
@@ -177,6 +179,7 @@ impl Config {
             table,
             rings,
             stripes,
+            marks,
             total,
         })
     }
@@ -190,6 +193,8 @@ pub(crate) struct Sizes {
     pub(crate) rings: [usize; 4],
     /// Writer stripes.
     pub(crate) stripes: usize,
+    /// Pending-minute marks: one per stripe and per shared accumulator.
+    pub(crate) marks: usize,
     /// Bytes of every array together.
     pub(crate) total: usize,
 }

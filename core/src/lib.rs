@@ -39,6 +39,7 @@ mod drops;
 mod error;
 mod fork;
 mod kind;
+mod mark;
 mod mem;
 mod registry;
 mod resolution;

@@ -65,6 +65,7 @@
 use crate::bucket::{Bucket, SeriesData, SeriesVersion};
 use crate::clock::Nanos;
 use crate::drops::DropCounters;
+use crate::mark::Mark;
 use crate::mem::Zeroed;
 use crate::spill::Spill;
 use crate::stripe::Stripe;
@@ -260,6 +261,9 @@ pub(crate) struct SeriesRef<'a> {
     /// Every series' writer stripes: stripe `w` of series `i` is
     /// `all_stripes[w * capacity + i]`.
     pub(crate) all_stripes: &'a [Stripe],
+    /// Every pending minute's mark (`mark.rs`): stripe `w` of series `i`'s
+    /// at `w * capacity + i`, the shared accumulator's after every stripe's.
+    pub(crate) all_marks: &'a [Mark],
     /// Series capacity (the stride between stripe rows).
     pub(crate) capacity: usize,
     pub(crate) id: usize,
@@ -361,7 +365,8 @@ impl SeriesRef<'_> {
                 };
                 self.acc.folding.store(w as u64 + 1, Ordering::Relaxed);
                 let saved = self.pending_saved(count);
-                self.apply_rings(&d, (pending.minute - 1) * 60 * NANOS, None, saved, drops);
+                let mark = self.mark(Some(w));
+                self.apply_rings(&d, (pending.minute - 1) * 60 * NANOS, None, saved, Some(mark), drops);
             }
             stripe.restart(minute, v, at);
             self.acc.folding.store(0, Ordering::Relaxed);
@@ -512,12 +517,14 @@ impl SeriesRef<'_> {
                     && let Some(stripe) = self.stripes().nth(folding - 1)
                 {
                     stripe.discard();
+                    self.mark(Some(folding - 1)).clear();
                 }
                 for stripe in self.stripes() {
                     stripe.unfreeze();
                 }
             }
             acc.minute.store(0, Ordering::Relaxed);
+            self.mark(None).clear();
             count = 0;
             let seq = acc.seq.load(Ordering::Relaxed);
             acc.seq.store((seq | 1).wrapping_add(1), Ordering::Relaxed);
@@ -607,7 +614,14 @@ impl SeriesRef<'_> {
             if current != 0 && count > 0 {
                 let d = self.acc_delta(count);
                 let saved = self.pending_saved(count);
-                self.apply_rings(&d, (current - 1) * 60 * NANOS, None, saved, drops);
+                self.apply_rings(
+                    &d,
+                    (current - 1) * 60 * NANOS,
+                    None,
+                    saved,
+                    Some(self.mark(None)),
+                    drops,
+                );
             }
             acc.minute.store(minute, Ordering::Relaxed);
             acc.sum.store(b(0.0), Ordering::Relaxed);
@@ -640,7 +654,7 @@ impl SeriesRef<'_> {
             last: v,
             at,
         };
-        match self.apply_rings(&d, at, Some(now), false, drops) {
+        match self.apply_rings(&d, at, Some(now), false, None, drops) {
             (true, _) => Outcome::Stored,
             (false, true) => Outcome::Overflow,
             (false, false) => Outcome::NotStored,
@@ -683,8 +697,19 @@ impl SeriesRef<'_> {
     /// in any resolution).
     ///
     /// `saved`: `d` is a pending minute the last saved read already showed
-    /// (so the slots it changes stay saved).
-    fn apply_rings(&self, d: &Delta, at: Nanos, now: Option<Nanos>, saved: bool, drops: &DropCounters) -> (bool, bool) {
+    /// (so the slots it changes stay saved). `mark`: `d` is a pending
+    /// minute with this mark (`mark.rs`): where an eviction kept it in the
+    /// unsaved buffer, only what came after counts as stale.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_rings(
+        &self,
+        d: &Delta,
+        at: Nanos,
+        now: Option<Nanos>,
+        saved: bool,
+        mark: Option<&Mark>,
+        drops: &DropCounters,
+    ) -> (bool, bool) {
         let secs = at.div_euclid(NANOS);
         // The holder's odd `seq`: what every slot changed here is stamped
         // (below the saved read's when `d` was saved: the slot then holds
@@ -706,7 +731,12 @@ impl SeriesRef<'_> {
             let slot = &ring[bucket.rem_euclid(depth) as usize];
             let tag = slot.bucket.load(Ordering::Relaxed);
             if tag > bucket + 1 {
-                drops.stale(r, d.count);
+                // (A kept pending minute always lands here: its slot took a
+                // newer bucket when it was kept, and slot tags only grow.)
+                let kept = mark.map_or(0, |m| m.take(r));
+                if d.count > kept {
+                    drops.stale(r, d.count - kept);
+                }
                 continue;
             }
             let (count, sum, min, max, sampled_at) = if tag == bucket + 1 {
@@ -730,9 +760,7 @@ impl SeriesRef<'_> {
                 new_sum = new_sum.clamp(f64::MIN, f64::MAX);
             }
             if tag != bucket + 1 {
-                if tag > 0 {
-                    self.evict(slot, tag - 1, r, drops);
-                }
+                self.evict(slot, tag - 1, bucket, r, drops);
                 slot.bucket.store(bucket + 1, Ordering::Relaxed);
             }
             slot.count.store(count + d.count, Ordering::Relaxed);
@@ -749,46 +777,69 @@ impl SeriesRef<'_> {
         (stored, overflowed)
     }
 
-    /// `slot`'s bucket `old` is about to be replaced by a newer one (under
-    /// `EXCLUSIVE`): if it changed since the last save, or another thread's
-    /// pending minute (the shared accumulator's, a writer stripe's) still
-    /// adds to it, and a syncer saves this aggregator, keep it (with that
-    /// pending minute) in the spill, or count it lost when the spill is
-    /// full. (The pending minute itself is dropped as stale when it folds:
-    /// its slot holds a newer bucket by then.)
+    /// `slot` is about to take bucket `new` in place of bucket `old` (-1:
+    /// the slot was empty), under `EXCLUSIVE`. If a syncer saves this
+    /// aggregator, what leaves the ring with it goes to the unsaved buffer
+    /// (counted lost when the buffer is full):
+    /// * bucket `old`, with every pending minute (the shared accumulator's,
+    ///   a writer stripe's) that still adds to it, if it changed since the
+    ///   last save or such a pending minute exists;
+    /// * each bucket of this slot between `old` and `new` that only pending
+    ///   minutes hold (a thread idle since: the ring never held its minute).
+    ///
+    /// Every pending minute kept is marked (`mark.rs`): when it folds, its
+    /// slot here holds a newer bucket, and only what it recorded after this
+    /// counts as stale.
     #[cold]
-    fn evict(&self, slot: &Slot, old: i64, r: Resolution, drops: &DropCounters) {
+    fn evict(&self, slot: &Slot, old: i64, new: i64, r: Resolution, drops: &DropCounters) {
         if !self.spill.is_active() {
             return;
         }
-        let mut bucket = slot.read(old, r);
-        let changed = slot.stamp.load(Ordering::Relaxed) >= self.acc.saved.load(Ordering::Relaxed);
-        let mut pending = false;
-        let mut add = |p: Bucket| {
-            let b = bucket.get_or_insert(Bucket {
-                start: r.bucket_start(old),
-                ..EMPTY
-            });
-            b.merge(&p);
-            pending = true;
+        let depth = self.depths[r.index()] as i64;
+        let leaves = |b: i64| b == old || (b > old && b < new && b.rem_euclid(depth) == new.rem_euclid(depth));
+        let mut kept_old = if old >= 0 { slot.read(old, r) } else { None };
+        let changed =
+            kept_old.is_some() && slot.stamp.load(Ordering::Relaxed) >= self.acc.saved.load(Ordering::Relaxed);
+        let mut pending_old = false;
+        let mut between = [EMPTY; MAX_WRITERS + 1];
+        let mut n = 0;
+        let mut keep = |p: &Bucket, mark: &Mark| {
+            let b = r.bucket_of(p.start);
+            if !leaves(b) {
+                return;
+            }
+            mark.set(r, p.count);
+            let start = r.bucket_start(b);
+            let kept = if b == old {
+                pending_old = true;
+                kept_old.get_or_insert(Bucket { start, ..EMPTY })
+            } else if let Some(i) = between[..n].iter().position(|x| x.start == start) {
+                &mut between[i]
+            } else {
+                between[n] = Bucket { start, ..EMPTY };
+                n += 1;
+                &mut between[n - 1]
+            };
+            kept.merge(p);
         };
         let minute = self.acc.minute.load(Ordering::Relaxed);
         let count = self.acc.stamp.load(Ordering::Relaxed) >> COUNT_SHIFT;
-        if minute != 0 && count > 0 && r.bucket_of((minute - 1) * 60) == old {
+        if minute != 0 && count > 0 && leaves(r.bucket_of((minute - 1) * 60)) {
             let d = self.acc_delta(count);
-            add(Bucket {
-                start: 0,
+            let p = Bucket {
+                start: (minute - 1) * 60,
                 count,
                 sum: d.sum,
                 min: d.min,
                 max: d.max,
                 last: d.last,
                 sampled_at: d.at,
-            });
+            };
+            keep(&p, self.mark(None));
         }
         for (w, stripe) in self.stripes().enumerate() {
             let m = stripe.minute() & !crate::stripe::FROZEN;
-            if m == 0 || r.bucket_of((m - 1) * 60) != old {
+            if m == 0 || !leaves(r.bucket_of((m - 1) * 60)) {
                 continue;
             }
             let frozen = stripe.minute() & crate::stripe::FROZEN != 0;
@@ -799,20 +850,23 @@ impl SeriesRef<'_> {
             if !frozen {
                 stripe.unfreeze();
             }
-            if let Some(p) = data.bucket()
-                && r.bucket_of(p.start) == old
-            {
-                add(p);
+            if let Some(p) = data.bucket() {
+                keep(&p, self.mark(Some(w))); // (its minute may have started meanwhile)
             }
         }
-        if !changed && !pending {
-            return;
+        let old = kept_old.filter(|_| changed || pending_old);
+        for bucket in old.iter().chain(&between[..n]) {
+            if !self.spill.push(self.id as u32, r, bucket) {
+                drops.unsaved(r, bucket.count);
+            }
         }
-        if let Some(bucket) = bucket
-            && !self.spill.push(self.id as u32, r, &bucket)
-        {
-            drops.unsaved(r, bucket.count);
-        }
+    }
+
+    /// The mark of writer stripe `w`'s pending minute, or with `None` the
+    /// shared accumulator's (`mark.rs`).
+    fn mark(&self, w: Option<usize>) -> &Mark {
+        let writers = self.all_stripes.len() / self.capacity;
+        &self.all_marks[w.unwrap_or(writers) * self.capacity + self.id]
     }
 
     /// Under `EXCLUSIVE`, before a fold: whether the series is exactly as
@@ -992,7 +1046,7 @@ impl SeriesRef<'_> {
         let mark = out.len();
         let (_, version, _) = self.read_consistent(|pending| {
             out.truncate(mark);
-            collect_ring(ring, r, self.kind, pending, false, out, |start| {
+            let _ = collect_ring(ring, r, self.kind, pending, false, out, |start| {
                 start >= from_secs && start < to_secs
             });
         });
@@ -1001,16 +1055,75 @@ impl SeriesRef<'_> {
 
     /// Every bucket held at every resolution, oldest first. With
     /// `displaced`, also each bucket a pending minute will push out of its
-    /// slot (what a syncer must save: a ring then shows one bucket more).
-    pub(crate) fn read_all(&self, out: &mut SeriesData, displaced: bool) {
+    /// slot (what a syncer must save: a ring then shows one bucket more);
+    /// and a pending minute whose slot already holds a newer bucket is
+    /// settled ([`SeriesRef::settle`]).
+    pub(crate) fn read_all(&self, out: &mut SeriesData, displaced: bool, drops: &DropCounters) {
+        let mut hidden = false;
         let (_, version, _) = self.read_consistent(|pending| {
+            hidden = false;
             for r in Resolution::ALL {
                 let dst = &mut out.buckets[r.index()];
                 dst.clear();
-                collect_ring(self.ring(r), r, self.kind, pending, displaced, dst, |_| true);
+                hidden |= collect_ring(self.ring(r), r, self.kind, pending, displaced, dst, |_| true);
             }
         });
         out.version = version;
+        if displaced && hidden && self.spill.is_active() {
+            self.settle(drops);
+        }
+    }
+
+    /// Some pending minute's slot already holds a newer bucket: what it
+    /// recorded there will never be saved (only what an eviction kept of
+    /// it: its mark). Count the rest as stale now and mark it accounted,
+    /// rather than at its fold: its thread may never record again (it
+    /// exited, or it recorded once more, descheduled across the eviction,
+    /// and stopped). Under `EXCLUSIVE` (without moving `seq`: the rings do
+    /// not change), with the stripes frozen, as a locked read.
+    #[cold]
+    fn settle(&self, drops: &DropCounters) {
+        let count = self.lock_with(false);
+        let acc = self.acc;
+        let minute = acc.minute.load(Ordering::Relaxed);
+        if minute != 0 && count > 0 {
+            self.settle_one((minute - 1) * 60, count, self.mark(None), drops);
+        }
+        for (w, stripe) in self.stripes().enumerate() {
+            if stripe.minute() & !crate::stripe::FROZEN == 0 {
+                continue;
+            }
+            let frozen = stripe.minute() & crate::stripe::FROZEN != 0;
+            if !frozen {
+                stripe.freeze();
+            }
+            let (data, _) = stripe.read(w, None).expect("an unbounded stripe read always succeeds");
+            if !frozen {
+                stripe.unfreeze();
+            }
+            if let Some(p) = data.bucket() {
+                self.settle_one(p.start, p.count, self.mark(Some(w)), drops);
+            }
+        }
+        self.unlock_with(count, false);
+    }
+
+    /// [`SeriesRef::settle`] of one pending minute starting at `start`
+    /// (unix seconds) with `count` observations.
+    fn settle_one(&self, start: i64, count: u64, mark: &Mark, drops: &DropCounters) {
+        for r in Resolution::ALL {
+            let ring = self.ring(r);
+            let bucket = r.bucket_of(start);
+            let slot = &ring[bucket.rem_euclid(ring.len() as i64) as usize];
+            if slot.bucket.load(Ordering::Relaxed) <= bucket + 1 {
+                continue;
+            }
+            let accounted = mark.take(r);
+            if count > accounted {
+                drops.stale(r, count - accounted);
+            }
+            mark.set(r, count.max(accounted));
+        }
     }
 
     /// The current version, without reading the data.
@@ -1063,7 +1176,8 @@ fn fetch_max(a: &AtomicU64, v: f64) {
 /// first, as the ring will hold them once the `pending` minutes are folded
 /// in (in order, by the rules of `apply_rings`): a pending minute merges
 /// into its slot's bucket, replaces an older one, and is hidden where the
-/// slot holds a newer bucket or the merged sum would overflow.
+/// slot holds a newer bucket or the merged sum would overflow. Returns
+/// whether a pending minute's slot already holds a newer bucket.
 fn collect_ring(
     ring: &[Slot],
     r: Resolution,
@@ -1072,8 +1186,9 @@ fn collect_ring(
     displaced: bool,
     out: &mut Vec<Bucket>,
     keep: impl Fn(i64) -> bool,
-) {
+) -> bool {
     let depth = ring.len() as i64;
+    let mut hidden = false;
     // The slot each pending minute folds into, and a quick filter of them.
     let mut touched = [usize::MAX; MAX_WRITERS + 1];
     let mut filter = 0u64;
@@ -1086,17 +1201,41 @@ fn collect_ring(
     for (idx, slot) in ring.iter().enumerate() {
         let tag = slot.bucket.load(Ordering::Relaxed) - 1;
         if filter & (1 << (idx % 64)) != 0 && touched.contains(&idx) {
+            let mut mine = [0usize; MAX_WRITERS + 1];
+            let mut k = 0;
+            for (j, _) in touched.iter().enumerate().filter(|(_, t)| **t == idx) {
+                mine[k] = j;
+                k += 1;
+            }
+            let mine = &mine[..k];
+            let bucket_of = |j: usize| r.bucket_of(pending[j].start);
+            hidden |= mine.iter().any(|&j| bucket_of(j) < tag);
             let own = slot.read(tag, r);
             let mut cur = (tag, own.unwrap_or(EMPTY));
-            for (_, p) in touched.iter().zip(pending).filter(|(t, _)| **t == idx) {
-                fold(&mut cur, p, r, kind);
+            for &j in mine {
+                fold(&mut cur, &pending[j], r, kind);
             }
-            if displaced
-                && cur.0 != tag
-                && let Some(own) = own
-                && keep(own.start)
-            {
-                out.push(own); // the fold will push it out of the ring
+            if displaced && cur.0 != tag {
+                // What the folds push out of the slot on their way (what an
+                // eviction keeps): bucket `tag` with every pending minute of
+                // it, then each bucket between that only pending minutes
+                // hold; each once.
+                let stages = std::iter::once(tag).chain(mine.iter().map(|&j| bucket_of(j)));
+                for (x, b) in stages.enumerate() {
+                    if b < tag
+                        || b >= cur.0
+                        || (x > 0 && (b == tag || mine[..x - 1].iter().any(|&j| bucket_of(j) == b)))
+                    {
+                        continue;
+                    }
+                    let mut stage = (b, if b == tag { own.unwrap_or(EMPTY) } else { EMPTY });
+                    for &j in mine.iter().filter(|&&j| bucket_of(j) == b) {
+                        fold(&mut stage, &pending[j], r, kind);
+                    }
+                    if stage.1.count > 0 && keep(stage.1.start) {
+                        out.push(stage.1);
+                    }
+                }
             }
             if cur.1.count > 0 && keep(cur.1.start) {
                 out.push(cur.1);
@@ -1109,6 +1248,7 @@ fn collect_ring(
         out.extend(slot.read(tag, r));
     }
     out[mark..].sort_unstable_by_key(|x| x.start);
+    hidden
 }
 
 /// Fold the pending minute `p` into a slot's `(bucket number, values)` as

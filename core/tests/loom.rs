@@ -323,6 +323,44 @@ fn eviction_races_a_drain(writers: usize) {
     });
 }
 
+/// Another thread's fold evicts this thread's pending minute 0 (rings of
+/// one bucket: its minute 1 takes the 1min slot) while this thread records
+/// into minute 0 once more. Each observation of minute 0 is kept in the
+/// unsaved buffer or counted stale at 1min, exactly once: settled by a
+/// syncer's read, then folded (nothing counted twice), and every
+/// observation is in the 5min and day buckets.
+fn a_kept_minute_races_its_owners_record(writers: usize) {
+    loom::model(move || {
+        let (agg, s, clock) = setup_rings(Kind::Counter, writers, 1);
+        agg.start_saving();
+        clock.set((T0 + 120) * NS);
+        agg.record_at(s, 1.0, T0 * NS).unwrap();
+        let other = {
+            let agg = agg.clone();
+            thread::spawn(move || {
+                agg.record_at(s, 10.0, (T0 + 60) * NS).unwrap();
+                agg.record_at(s, 10.0, (T0 + 120) * NS).unwrap(); // folds minute 1
+            })
+        };
+        agg.record_at(s, 2.0, T0 * NS).unwrap();
+        other.join().unwrap();
+        let mut data = SeriesData::default();
+        agg.read_series_to_save(s, &mut data).unwrap();
+        let mut kept = 0;
+        agg.drain_unsaved(|_, r, b| {
+            if r == Resolution::Min1 && b.start == T0 {
+                kept += b.count;
+            }
+        });
+        assert_eq!(kept + agg.drops().stale[0], 2, "kept {kept}, {:?}", agg.drops());
+        clock.set((T0 + 180) * NS);
+        agg.record_at(s, 0.0, (T0 + 180) * NS).unwrap(); // folds minute 0
+        assert_eq!(kept + agg.drops().stale[0], 2, "kept {kept}, {:?}", agg.drops());
+        assert_eq!(agg.drops().total(), agg.drops().stale[0]);
+        assert_eq!(total(&agg, s, Resolution::Day1), (5, 23.0));
+    });
+}
+
 mod shared {
     #[test]
     fn eviction_races_a_save() {
@@ -367,6 +405,10 @@ mod shared {
 /// here the reader would only add its own stripe's reads to the search.)
 mod mixed {
     #[test]
+    fn a_kept_minute_races_its_owners_record() {
+        super::a_kept_minute_races_its_owners_record(1)
+    }
+    #[test]
     fn eviction_races_a_save() {
         super::eviction_races_a_save(1)
     }
@@ -405,6 +447,10 @@ mod mixed {
 }
 
 mod striped {
+    #[test]
+    fn a_kept_minute_races_its_owners_record() {
+        super::a_kept_minute_races_its_owners_record(2)
+    }
     #[test]
     fn eviction_races_a_save() {
         super::eviction_races_a_save(2)

@@ -1,0 +1,72 @@
+//! What of a pending minute the unsaved-bucket buffer already holds.
+//!
+//! A pending minute (the shared accumulator's or a writer stripe's, not yet
+//! folded into the rings) can lose its place at some resolution before it
+//! folds: another thread's newer bucket takes the ring slot its bucket
+//! maps to. The eviction (`series.rs`, `evict`) keeps that bucket, with the
+//! pending minute's observations so far, in the unsaved buffer (`spill.rs`)
+//! and marks here how many observations it kept, per resolution. When the
+//! minute folds, its slot at that resolution holds the newer bucket (slot
+//! tags only grow): the fold skips it there and counts as stale only what
+//! was recorded after the mark. A syncer's read that finds such a minute
+//! does not wait for the fold (its thread may never record again): it
+//! counts the rest as stale at once and moves the mark up (`settle` in
+//! `series.rs`). So a mark is what of the minute is accounted for, kept or
+//! counted, and an observation is kept or counted dropped exactly once.
+//!
+//! Each pending minute has one [`Mark`]: stripe `w` of series `i` at
+//! `w * capacity + i`, the shared accumulator of series `i` at
+//! `writers * capacity + i`. Marks are read and written only under the
+//! series' exclusive section (`series.rs`), so relaxed atomics suffice; they
+//! are atomics so that the array can be shared. A mark costs nothing on the
+//! record path: it is touched only by an eviction that meets a pending
+//! minute and by the fold that finds its slot taken.
+
+use crate::Resolution;
+use crate::sync::{AtomicU64, Ordering};
+
+/// Observations of one pending minute accounted for (kept in the unsaved
+/// buffer or counted stale) where its slot took a newer bucket, per
+/// resolution (0: none).
+#[derive(Debug)]
+#[repr(C, align(32))]
+pub(crate) struct Mark {
+    kept: [AtomicU64; 4],
+}
+
+// SAFETY: `Mark` holds only std atomics, valid at zero; 0 is "nothing kept".
+unsafe impl crate::mem::Zeroable for Mark {
+    #[cfg(loom)]
+    fn empty() -> Self {
+        Mark {
+            kept: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Mark {
+    /// The pending minute's first `count` observations are accounted for
+    /// at `r` (under the series' exclusive section).
+    pub(crate) fn set(&self, r: Resolution, count: u64) {
+        self.kept[r.index()].store(count, Ordering::Relaxed);
+    }
+
+    /// How many of the minute's observations are accounted for at `r`,
+    /// forgetting them (under the exclusive section).
+    pub(crate) fn take(&self, r: Resolution) -> u64 {
+        let kept = self.kept[r.index()].load(Ordering::Relaxed);
+        if kept != 0 {
+            self.kept[r.index()].store(0, Ordering::Relaxed);
+        }
+        kept
+    }
+
+    /// The pending minute was discarded unfolded (a fork child's repair):
+    /// nothing of a later minute is kept. Writes only a set mark, so the
+    /// pages of marks never set stay untouched.
+    pub(crate) fn clear(&self) {
+        for r in Resolution::ALL {
+            self.take(r);
+        }
+    }
+}

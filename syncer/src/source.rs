@@ -233,13 +233,15 @@ impl Source {
     /// dropping buckets saved as they are or past Chancy's retention
     /// (`kept`, per resolution), and tell the aggregator how many are held.
     fn take_unsaved(&mut self, kept: &[i64; 4]) {
-        let (unsaved, series, conflicting) = (&mut self.unsaved, &self.series, &self.conflicting);
+        let (unsaved, series) = (&mut self.unsaved, &self.series);
         self.agg.drain_unsaved(|id, r, b| {
             let i = r.index();
-            let saved = conflicting.contains(&id)
-                || series
-                    .get(id as usize)
-                    .is_some_and(|s| s.saved[i].binary_search(&(b.start, b.count)).is_ok());
+            // (A series conflicting at the last flush keeps its buckets
+            // here until this flush finds the conflict again: it may have
+            // ended, and then they are saved.)
+            let saved = series
+                .get(id as usize)
+                .is_some_and(|s| s.saved[i].binary_search(&(b.start, b.count)).is_ok());
             if !saved && r.chunk_start(r.bucket_of(b.start)) >= kept[i] {
                 unsaved.insert((id, i as u8, b.start), b);
             }
@@ -253,9 +255,10 @@ impl Source {
 
     /// `change` was held back: its key is stored with another type or unit.
     /// The series is dropped, as Chancy drops it, and checked again on
-    /// every flush: what the rings hold is sent again, but nothing of it
-    /// waits in the unsaved buffer (a series that can never be saved must
-    /// not take the places of those that can).
+    /// every flush: what the rings hold is sent again, but what waited in
+    /// the unsaved buffer is let go (a series that cannot be saved must not
+    /// take the places of those that can; what it buffers until the next
+    /// flush is saved if that flush finds the conflict over).
     pub(crate) fn conflicted(&mut self, change: Change) {
         self.conflicting.insert(change.id);
         let before = self.unsaved.len();

@@ -1,6 +1,7 @@
 //! Single-thread record cost: ringmetrics by handle and by key, side by side
 //! with a relaxed `fetch_add` (the floor), a `Mutex<HashMap>` aggregator and
-//! the `metrics` crate's counter.
+//! the `metrics` crate's counter; and the rarer record that rolls a minute
+//! over (the fold into four rings), with and without a syncer saving.
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use metrics::{Counter, CounterFn};
-use ringmetrics::{Aggregator, Config, Kind, Resolution};
+use ringmetrics::{Aggregator, Config, Kind, ManualClock, Resolution};
 use ringmetrics_benches::MutexAggregator;
 
 /// The `metrics` crate's counter handle over an atomic, as its recorders
@@ -70,6 +71,43 @@ fn record(c: &mut Criterion) {
     g.bench_function("read_series (all resolutions)", |b| {
         b.iter(|| agg.read_series(counter, &mut data).unwrap())
     });
+    g.finish();
+
+    // Every record here starts a new minute: it folds the last one into
+    // the four rings (persisted depths), evicting a bucket at 1min every
+    // time. Saving, each bucket that leaves its ring unsaved goes to the
+    // unsaved buffer, drained every 1,000 records as a syncer would.
+    let mut g = c.benchmark_group("rollover");
+    g.throughput(Throughput::Elements(1));
+    for saving in [false, true] {
+        let clock = ManualClock::from_secs(1_767_225_600);
+        let agg = Aggregator::with_clock(Config::default().persisted(), Arc::new(clock.clone())).unwrap();
+        let s = agg
+            .register(Kind::Counter, "job:send_email:succeeded", "count")
+            .unwrap();
+        if saving {
+            agg.start_saving();
+        }
+        let name = if saving {
+            "counter into the next minute, a syncer saving"
+        } else {
+            "counter into the next minute, nothing saving"
+        };
+        let mut i = 0u32;
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                clock.advance_secs(60);
+                agg.record(black_box(s), 1.0).unwrap();
+                i += 1;
+                if saving && i.is_multiple_of(1000) {
+                    agg.drain_unsaved(|_, _, b| {
+                        black_box(b);
+                    });
+                    agg.hold_unsaved(0);
+                }
+            })
+        });
+    }
     g.finish();
 }
 

@@ -71,6 +71,17 @@ for name, n, goal in (("1 thread", 1, ""), ("2 threads, distinct series", 2, ">=
     ratio = f"{rate / (1_000_000 / (one / 1e9)):.2f}x" if one else ""
     print(f"| {name} | {ns / 1e6:.1f} ms | {rate / 1e6:.1f} M | {ratio} | {goal} |")
 
+print("\n## Core: rollover\n")
+print("`cargo bench -p ringmetrics-benches --bench record`, group `rollover`: every record starts a new minute and folds")
+print("the last one into the four rings (persisted depths), evicting a 1min bucket each time; saving, each bucket that leaves")
+print("its ring unsaved goes to the unsaved-bucket buffer, drained every 1,000 records. A worker pays this once a minute")
+print("per series and thread, not per record.\n")
+print("| what | median |")
+print("|---|---:|")
+for (group, name), (ns, _) in sorted(c.items()):
+    if group == "rollover":
+        print(f"| {name} | {ns:.1f} ns |")
+
 print("\n## Core: snapshot\n")
 print("| what | median |")
 print("|---|---:|")

@@ -544,7 +544,7 @@ pub mod configs {
 
     /// Bytes of one series' share of each array at these sizes, as the
     /// layout documents them: accumulator (128), slots (64 per bucket),
-    /// stripes (64 per writer), pending-minute marks (32 per writer and one
+    /// stripes (64 per writer), pending-minute marks (40 per writer and one
     /// more), registry (16 table + 8 metadata); and the unsaved-bucket
     /// buffer (72 per entry).
     fn reserved(c: &Config) -> Option<u128> {
@@ -553,7 +553,9 @@ pub mod configs {
         let n = c.capacity as u128;
         let slots: u128 = c.buckets.iter().map(|&b| b as u128).sum();
         let table = n.checked_mul(2)?.checked_next_power_of_two()?.max(2);
-        let per_series = slots.checked_mul(64)?.checked_add(128 + 8 + c.writers as u128 * 64 + (c.writers as u128 + 1) * 32)?;
+        let per_series = slots
+            .checked_mul(64)?
+            .checked_add(128 + 8 + c.writers as u128 * 64 + (c.writers as u128 + 1) * 40)?;
         n.checked_mul(per_series)?
             .checked_add(table.checked_mul(8)?)?
             .checked_add(c.key_bytes as u128)?

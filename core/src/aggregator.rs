@@ -517,8 +517,10 @@ impl Aggregator {
     /// Forget every save (a syncer to another database begins): every
     /// bucket that leaves a ring from now on is kept until saved again.
     pub fn forget_saved(&self) {
-        for id in 0..self.registry.len() {
-            self.accs[id as usize].forget_saved();
+        for id in 0..self.registry.len() as u32 {
+            if let Some(info) = self.registry.info(id) {
+                self.series_ref(id, info.kind).forget_saved();
+            }
         }
     }
 

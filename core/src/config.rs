@@ -163,7 +163,7 @@ impl Config {
             *n = c.checked_mul(depth)?;
         }
         let stripes = c.checked_mul(self.writers)?;
-        let marks = c.checked_mul(self.writers.checked_add(1)?)?;
+        let marks = stripes.checked_add(c)?;
         let mut total = c.checked_mul(size_of::<crate::series::PaddedAccumulator>())?;
         for n in rings {
             total = total.checked_add(n.checked_mul(size_of::<crate::series::Slot>())?)?;

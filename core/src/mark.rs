@@ -14,6 +14,12 @@
 //! `series.rs`). So a mark is what of the minute is accounted for, kept or
 //! counted, and an observation is kept or counted dropped exactly once.
 //!
+//! A stripe's mark also remembers the stripe's `seq` at the last saved read
+//! that found every stripe as that read showed it (`saved`): while
+//! the stripe's `seq` has not moved since, its pending minute is saved as it
+//! is, and an eviction does not push it again (nor count it lost when the
+//! buffer is full).
+//!
 //! Each pending minute has one [`Mark`]: stripe `w` of series `i` at
 //! `w * capacity + i`, the shared accumulator of series `i` at
 //! `writers * capacity + i`. Marks are read and written only under the
@@ -29,9 +35,11 @@ use crate::sync::{AtomicU64, Ordering};
 /// buffer or counted stale) where its slot took a newer bucket, per
 /// resolution (0: none).
 #[derive(Debug)]
-#[repr(C, align(32))]
 pub(crate) struct Mark {
     kept: [AtomicU64; 4],
+    /// A stripe's (even) `seq` when a saved read showed its pending minute;
+    /// 0: none.
+    saved: AtomicU64,
 }
 
 // SAFETY: `Mark` holds only std atomics, valid at zero; 0 is "nothing kept".
@@ -40,6 +48,7 @@ unsafe impl crate::mem::Zeroable for Mark {
     fn empty() -> Self {
         Mark {
             kept: std::array::from_fn(|_| AtomicU64::new(0)),
+            saved: AtomicU64::new(0),
         }
     }
 }
@@ -59,6 +68,25 @@ impl Mark {
             self.kept[r.index()].store(0, Ordering::Relaxed);
         }
         kept
+    }
+
+    /// A saved read showed the stripe's pending minute at stripe `seq`.
+    pub(crate) fn set_saved(&self, seq: u64) {
+        if self.saved.load(Ordering::Relaxed) != seq {
+            self.saved.store(seq, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the stripe's pending minute at `seq` is saved as it is.
+    pub(crate) fn is_saved(&self, seq: u64) -> bool {
+        seq != 0 && self.saved.load(Ordering::Relaxed) == seq
+    }
+
+    /// Nothing counts as saved any more (another target).
+    pub(crate) fn forget_saved(&self) {
+        if self.saved.load(Ordering::Relaxed) != 0 {
+            self.saved.store(0, Ordering::Relaxed);
+        }
     }
 
     /// The pending minute was discarded unfolded (a fork child's repair):

@@ -209,14 +209,6 @@ impl Accumulator {
     }
 }
 
-impl Accumulator {
-    /// Nothing of the series counts as saved any more (a syncer to another
-    /// target attaches, before it reads anything).
-    pub(crate) fn forget_saved(&self) {
-        self.saved.store(0, Ordering::Release);
-    }
-}
-
 impl Slot {
     #[cfg(loom)]
     pub(crate) fn new() -> Self {
@@ -800,30 +792,46 @@ impl SeriesRef<'_> {
         let mut kept_old = if old >= 0 { slot.read(old, r) } else { None };
         let changed =
             kept_old.is_some() && slot.stamp.load(Ordering::Relaxed) >= self.acc.saved.load(Ordering::Relaxed);
-        let mut pending_old = false;
+        // Observations of each bucket leaving that no saved read showed as
+        // they are: [0] bucket `old`, then one per bucket between.
+        let mut unsaved = [0u64; MAX_WRITERS + 2];
+        if changed {
+            unsaved[0] = kept_old.map_or(0, |b| b.count);
+        }
         let mut between = [EMPTY; MAX_WRITERS + 1];
         let mut n = 0;
-        let mut keep = |p: &Bucket, mark: &Mark| {
+        let kind = self.kind;
+        // A pending minute `p` (saved as it is, or not) that leaves with
+        // the slot: merged into what leaves, or refused, counted, where
+        // its sum would overflow (as its fold would refuse it).
+        let mut keep = |p: &Bucket, saved: bool, mark: &Mark| {
             let b = r.bucket_of(p.start);
             if !leaves(b) {
                 return;
             }
             mark.set(r, p.count);
             let start = r.bucket_start(b);
-            let kept = if b == old {
-                pending_old = true;
-                kept_old.get_or_insert(Bucket { start, ..EMPTY })
+            let (kept, i) = if b == old {
+                (kept_old.get_or_insert(Bucket { start, ..EMPTY }), 0)
             } else if let Some(i) = between[..n].iter().position(|x| x.start == start) {
-                &mut between[i]
+                (&mut between[i], i + 1)
             } else {
                 between[n] = Bucket { start, ..EMPTY };
                 n += 1;
-                &mut between[n - 1]
+                (&mut between[n - 1], n)
             };
+            if kind != Kind::Gauge && !(kept.sum + p.sum).is_finite() {
+                drops.overflow(r, p.count);
+                return;
+            }
             kept.merge(p);
+            if !saved {
+                unsaved[i] += p.count;
+            }
         };
-        let minute = self.acc.minute.load(Ordering::Relaxed);
-        let count = self.acc.stamp.load(Ordering::Relaxed) >> COUNT_SHIFT;
+        let acc = self.acc;
+        let minute = acc.minute.load(Ordering::Relaxed);
+        let count = acc.stamp.load(Ordering::Relaxed) >> COUNT_SHIFT;
         if minute != 0 && count > 0 && leaves(r.bucket_of((minute - 1) * 60)) {
             let d = self.acc_delta(count);
             let p = Bucket {
@@ -835,7 +843,10 @@ impl SeriesRef<'_> {
                 last: d.last,
                 sampled_at: d.at,
             };
-            keep(&p, self.mark(None));
+            let saved = acc.saved.load(Ordering::Relaxed) != 0
+                && acc.saved_minute.load(Ordering::Relaxed) == minute
+                && acc.saved_count.load(Ordering::Relaxed) == count;
+            keep(&p, saved, self.mark(None));
         }
         for (w, stripe) in self.stripes().enumerate() {
             let m = stripe.minute() & !crate::stripe::FROZEN;
@@ -846,18 +857,23 @@ impl SeriesRef<'_> {
             if !frozen {
                 stripe.freeze();
             }
-            let (data, _) = stripe.read(w, None).expect("an unbounded stripe read always succeeds");
+            let (data, seq) = stripe.read(w, None).expect("an unbounded stripe read always succeeds");
             if !frozen {
                 stripe.unfreeze();
             }
             if let Some(p) = data.bucket() {
-                keep(&p, self.mark(Some(w))); // (its minute may have started meanwhile)
+                let mark = self.mark(Some(w));
+                let saved = acc.saved.load(Ordering::Relaxed) != 0 && mark.is_saved(seq);
+                keep(&p, saved, mark); // (its minute may have started meanwhile)
             }
         }
-        let old = kept_old.filter(|_| changed || pending_old);
-        for bucket in old.iter().chain(&between[..n]) {
+        let leaving = kept_old.iter().map(|b| (b, unsaved[0]));
+        for (bucket, lost) in leaving
+            .chain(between[..n].iter().zip(unsaved[1..].iter().copied()))
+            .filter(|(_, u)| *u > 0)
+        {
             if !self.spill.push(self.id as u32, r, bucket) {
-                drops.unsaved(r, bucket.count);
+                drops.unsaved(r, lost);
             }
         }
     }
@@ -894,6 +910,34 @@ impl SeriesRef<'_> {
             acc.saved_minute.store(version.minute, Ordering::Relaxed);
             acc.saved_count.store(version.count, Ordering::Relaxed);
             acc.saved_stripes.store(version.stripes, Ordering::Relaxed);
+        }
+        if acc.saved.load(Ordering::Relaxed) == version.seq.wrapping_add(1) {
+            // Every stripe as the read saw it (their `seq`s only grow, so
+            // an equal sum is equal `seq`s): each pending minute is saved.
+            let mut seqs = [0u64; MAX_WRITERS];
+            let mut sum = 0u64;
+            for (s, stripe) in seqs.iter_mut().zip(self.stripes()) {
+                *s = stripe.seq();
+                sum = sum.wrapping_add(*s);
+            }
+            if sum == version.stripes {
+                for (w, (&seq, stripe)) in seqs.iter().zip(self.stripes()).enumerate() {
+                    if stripe.minute() != 0 {
+                        self.mark(Some(w)).set_saved(seq);
+                    }
+                }
+            }
+        }
+        self.unlock_with(count, false);
+    }
+
+    /// Nothing of the series counts as saved any more (a syncer to another
+    /// target attaches, before it reads anything).
+    pub(crate) fn forget_saved(&self) {
+        let count = self.lock_with(false);
+        self.acc.saved.store(0, Ordering::Relaxed);
+        for w in 0..self.all_stripes.len() / self.capacity {
+            self.mark(Some(w)).forget_saved();
         }
         self.unlock_with(count, false);
     }

@@ -669,6 +669,24 @@ impl SeriesRef<'_> {
         }
     }
 
+    /// The accumulator's pending minute, if it holds `count` > 0
+    /// observations (under `EXCLUSIVE`).
+    fn acc_pending(&self, count: u64) -> Option<Bucket> {
+        let minute = self.acc.minute.load(Ordering::Relaxed);
+        (minute != 0 && count > 0).then(|| {
+            let d = self.acc_delta(count);
+            Bucket {
+                start: (minute - 1) * 60,
+                count,
+                sum: d.sum,
+                min: d.min,
+                max: d.max,
+                last: d.last,
+                sampled_at: d.at,
+            }
+        })
+    }
+
     /// The accumulator's contents as a delta (under `EXCLUSIVE`).
     fn acc_delta(&self, count: u64) -> Delta {
         let acc = self.acc;
@@ -830,21 +848,10 @@ impl SeriesRef<'_> {
             }
         };
         let acc = self.acc;
-        let minute = acc.minute.load(Ordering::Relaxed);
         let count = acc.stamp.load(Ordering::Relaxed) >> COUNT_SHIFT;
-        if minute != 0 && count > 0 && leaves(r.bucket_of((minute - 1) * 60)) {
-            let d = self.acc_delta(count);
-            let p = Bucket {
-                start: (minute - 1) * 60,
-                count,
-                sum: d.sum,
-                min: d.min,
-                max: d.max,
-                last: d.last,
-                sampled_at: d.at,
-            };
+        if let Some(p) = self.acc_pending(count) {
             let saved = acc.saved.load(Ordering::Relaxed) != 0
-                && acc.saved_minute.load(Ordering::Relaxed) == minute
+                && acc.saved_minute.load(Ordering::Relaxed) == acc.minute.load(Ordering::Relaxed)
                 && acc.saved_count.load(Ordering::Relaxed) == count;
             keep(&p, saved, self.mark(None));
         }
@@ -853,14 +860,7 @@ impl SeriesRef<'_> {
             if m == 0 || !leaves(r.bucket_of((m - 1) * 60)) {
                 continue;
             }
-            let frozen = stripe.minute() & crate::stripe::FROZEN != 0;
-            if !frozen {
-                stripe.freeze();
-            }
-            let (data, seq) = stripe.read(w, None).expect("an unbounded stripe read always succeeds");
-            if !frozen {
-                stripe.unfreeze();
-            }
+            let (data, seq) = stripe.read_held(w);
             if let Some(p) = data.bucket() {
                 let mark = self.mark(Some(w));
                 let saved = acc.saved.load(Ordering::Relaxed) != 0 && mark.is_saved(seq);
@@ -1128,23 +1128,14 @@ impl SeriesRef<'_> {
     #[cold]
     fn settle(&self, drops: &DropCounters) {
         let count = self.lock_with(false);
-        let acc = self.acc;
-        let minute = acc.minute.load(Ordering::Relaxed);
-        if minute != 0 && count > 0 {
-            self.settle_one((minute - 1) * 60, count, self.mark(None), drops);
+        if let Some(p) = self.acc_pending(count) {
+            self.settle_one(p.start, p.count, self.mark(None), drops);
         }
         for (w, stripe) in self.stripes().enumerate() {
             if stripe.minute() & !crate::stripe::FROZEN == 0 {
                 continue;
             }
-            let frozen = stripe.minute() & crate::stripe::FROZEN != 0;
-            if !frozen {
-                stripe.freeze();
-            }
-            let (data, _) = stripe.read(w, None).expect("an unbounded stripe read always succeeds");
-            if !frozen {
-                stripe.unfreeze();
-            }
+            let (data, _) = stripe.read_held(w);
             if let Some(p) = data.bucket() {
                 self.settle_one(p.start, p.count, self.mark(Some(w)), drops);
             }

@@ -261,6 +261,21 @@ impl Stripe {
         }
     }
 
+    /// Under the series' exclusive section: a consistent copy of stripe `w`
+    /// and its `seq`, frozen for the read (at most the owner's one write in
+    /// flight) unless a reader froze it already.
+    pub(crate) fn read_held(&self, w: usize) -> (StripeData, u64) {
+        let frozen = self.minute() & FROZEN != 0;
+        if !frozen {
+            self.freeze();
+        }
+        let read = self.read(w, None).expect("an unbounded stripe read always succeeds");
+        if !frozen {
+            self.unfreeze();
+        }
+        read
+    }
+
     /// Any thread: a consistent copy of stripe `w` (of its series) and the
     /// `seq` it was read at. With `tries`, gives up (`None`) after that
     /// many inconsistent reads; without, retries until it succeeds, which

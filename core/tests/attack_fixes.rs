@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::mpsc;
 
 use ringmetrics::{Aggregator, Config, ManualClock, Resolution, SeriesData};
 
@@ -68,43 +67,9 @@ fn expected(records: &[(i64, f64)]) -> Db {
     db
 }
 
-/// A thread that stays alive (keeping its writer slot and stripe) and runs
-/// what it is handed, one closure at a time.
-struct Helper {
-    tx: Option<mpsc::Sender<Box<dyn FnOnce() + Send>>>,
-    done: mpsc::Receiver<()>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Helper {
-    fn new() -> Helper {
-        let (tx, rx) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        let (ack, done) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            while let Ok(f) = rx.recv() {
-                f();
-                ack.send(()).unwrap();
-            }
-        });
-        Helper {
-            tx: Some(tx),
-            done,
-            thread: Some(thread),
-        }
-    }
-
-    fn run(&self, f: impl FnOnce() + Send + 'static) {
-        self.tx.as_ref().unwrap().send(Box::new(f)).unwrap();
-        self.done.recv().unwrap();
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        let _ = self.thread.take().unwrap().join();
-    }
-}
+#[path = "support/held_thread.rs"]
+mod held_thread;
+use held_thread::Helper;
 
 fn at_minute(clock: &ManualClock, m: i64) -> i64 {
     clock.set((T0 + 60 * m) * NS);

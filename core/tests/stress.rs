@@ -349,7 +349,7 @@ fn evictions_under_load_lose_nothing_uncounted() {
         thread::spawn(move || {
             let mut held = std::collections::HashMap::<i64, u64>::new();
             let mut data = SeriesData::default();
-            let mut keep = |held: &mut std::collections::HashMap<i64, u64>, start: i64, count: u64| {
+            let keep = |held: &mut std::collections::HashMap<i64, u64>, start: i64, count: u64| {
                 let c = held.entry(start / 60).or_default();
                 *c = (*c).max(count);
             };

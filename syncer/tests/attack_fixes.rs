@@ -5,7 +5,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{Outage, client, dsn, prefix};
@@ -63,47 +62,14 @@ fn totals(prefix: &str, key: &str, resolution: i32) -> Vec<(i64, f64)> {
         .collect()
 }
 
-/// A thread that stays alive (keeping its writer stripe) and runs what it
-/// is handed.
-struct Helper {
-    tx: Option<mpsc::Sender<Box<dyn FnOnce() + Send>>>,
-    done: mpsc::Receiver<()>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+#[path = "../../core/tests/support/held_thread.rs"]
+mod held_thread;
+use held_thread::Helper;
 
-impl Helper {
-    fn new() -> Helper {
-        let (tx, rx) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        let (ack, done) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            while let Ok(f) = rx.recv() {
-                f();
-                ack.send(()).unwrap();
-            }
-        });
-        Helper {
-            tx: Some(tx),
-            done,
-            thread: Some(thread),
-        }
-    }
-
-    fn count(&self, agg: &Arc<Aggregator>, key: &'static str) {
-        let agg = agg.clone();
-        self.tx
-            .as_ref()
-            .unwrap()
-            .send(Box::new(move || agg.increment_counter(key, 1.0).unwrap()))
-            .unwrap();
-        self.done.recv().unwrap();
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        let _ = self.thread.take().unwrap().join();
-    }
+/// `helper` increments counter `key` once (in its own stripe).
+fn count(helper: &Helper, agg: &Arc<Aggregator>, key: &'static str) {
+    let agg = agg.clone();
+    helper.run(move || agg.increment_counter(key, 1.0).unwrap());
 }
 
 /// A key stored with another type is dropped while the conflict lasts. Once
@@ -203,13 +169,13 @@ fn a_fold_judged_saved_does_not_lose_what_the_read_showed_displaced() {
     let s = start(&agg, &p, &dsn());
     let helper = Helper::new();
     agg.increment_counter("c", 1.0).unwrap(); // main: minute 0
-    helper.count(&agg, "c"); // helper: minute 0
+    count(&helper, &agg, "c"); // helper: minute 0
     clock.set((T0 + 60) * 1_000_000_000);
     agg.increment_counter("c", 1.0).unwrap(); // folds main's minute 0
     clock.set((T0 + 360) * 1_000_000_000);
     agg.increment_counter("c", 1.0).unwrap(); // main pending: minute 6
     s.flush(WAIT).unwrap();
-    helper.count(&agg, "c"); // folds helper's minute 0
+    count(&helper, &agg, "c"); // folds helper's minute 0
     clock.set((T0 + 420) * 1_000_000_000);
     agg.increment_counter("c", 1.0).unwrap(); // minute 0 leaves the 1min ring
     s.flush(WAIT).unwrap();
@@ -237,7 +203,7 @@ fn an_idle_threads_lone_minute_survives_an_outage() {
     s.flush(WAIT).unwrap();
     proxy.set_down(true);
     let helper = Helper::new();
-    helper.count(&agg, "c");
+    count(&helper, &agg, "c");
     for m in 1..40 {
         clock.advance_secs(60);
         agg.increment_counter("c", 1.0).unwrap();
@@ -270,12 +236,12 @@ fn a_pending_minute_saved_through_the_buffer_is_not_reported_dropped() {
     proxy.set_down(true);
     let helper = Helper::new();
     agg.increment_counter("c", 1.0).unwrap();
-    helper.count(&agg, "c");
+    count(&helper, &agg, "c");
     for _ in 1..20 {
         clock.advance_secs(60);
         agg.increment_counter("c", 1.0).unwrap();
     }
-    helper.count(&agg, "c"); // minute 19; folds the helper's minute 0
+    count(&helper, &agg, "c"); // minute 19; folds the helper's minute 0
     proxy.set_down(false);
     s.flush(WAIT).unwrap();
     let mut want: Vec<(i64, f64)> = (0..20).map(|m| (T0 + 60 * m, 1.0)).collect();

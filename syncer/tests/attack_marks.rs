@@ -5,7 +5,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{Outage, client, dsn, prefix};
@@ -63,45 +62,14 @@ fn totals(prefix: &str, key: &str, resolution: i32) -> Vec<(i64, f64)> {
         .collect()
 }
 
-struct Helper {
-    tx: Option<mpsc::Sender<Box<dyn FnOnce() + Send>>>,
-    done: mpsc::Receiver<()>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
+#[path = "../../core/tests/support/held_thread.rs"]
+mod held_thread;
+use held_thread::Helper;
 
-impl Helper {
-    fn new() -> Helper {
-        let (tx, rx) = mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        let (ack, done) = mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            while let Ok(f) = rx.recv() {
-                f();
-                ack.send(()).unwrap();
-            }
-        });
-        Helper {
-            tx: Some(tx),
-            done,
-            thread: Some(thread),
-        }
-    }
-
-    fn record_at(&self, agg: &Arc<Aggregator>, s: Series, v: f64, secs: i64) {
-        let agg = agg.clone();
-        self.tx
-            .as_ref()
-            .unwrap()
-            .send(Box::new(move || agg.record_at(s, v, secs * NS).unwrap()))
-            .unwrap();
-        self.done.recv().unwrap();
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        drop(self.tx.take());
-        let _ = self.thread.take().unwrap().join();
-    }
+/// `helper` records `v` into `s` at `secs` (in its own stripe).
+fn record_at(helper: &Helper, agg: &Arc<Aggregator>, s: Series, v: f64, secs: i64) {
+    let agg = agg.clone();
+    helper.run(move || agg.record_at(s, v, secs * NS).unwrap());
 }
 
 /// A counter's minute 0 holds 1e308 in the ring and another 1e308 in a
@@ -118,12 +86,12 @@ fn an_evicted_bucket_with_an_overflowing_pending_minute_is_not_stored_clamped() 
     let c = agg.register(Kind::Counter, "c", "number").unwrap();
     let helper = Helper::new();
     agg.record_at(c, 1e308, T0 * NS).unwrap();
-    helper.record_at(&agg, c, 1e308, T0);
+    record_at(&helper, &agg, c, 1e308, T0);
     for m in [1, 6, 7] {
         clock.set((T0 + 60 * m) * NS);
         agg.record(c, 0.0).unwrap();
     }
-    helper.record_at(&agg, c, 0.0, T0 + 420); // folds its minute 0
+    record_at(&helper, &agg, c, 0.0, T0 + 420); // folds its minute 0
     s.flush(WAIT).unwrap();
     let ones = totals(&p, "c", 60);
     let d = agg.drops();
@@ -150,7 +118,7 @@ fn a_saved_bucket_is_not_reported_lost_when_the_buffer_is_full() {
     let d = agg.register(Kind::Counter, "d", "number").unwrap();
     let helper = Helper::new();
     agg.record(c, 1.0).unwrap();
-    helper.record_at(&agg, c, 1.0, T0);
+    record_at(&helper, &agg, c, 1.0, T0);
     clock.set((T0 + 60) * NS);
     agg.record(c, 1.0).unwrap();
     s.flush(WAIT).unwrap();

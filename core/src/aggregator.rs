@@ -581,6 +581,13 @@ impl Aggregator {
         self.drops.record(reason);
     }
 
+    /// The session's writer lets go of `observations` of drained unsaved
+    /// buckets at `r` it cannot save (a series whose stored definition
+    /// conflicts): counted in [`Drops::unsaved`].
+    pub fn let_go_unsaved(&self, r: Resolution, observations: u64) {
+        self.drops.unsaved(r, observations);
+    }
+
     /// A copy of the drop counters.
     pub fn drops(&self) -> Drops {
         self.drops.read()

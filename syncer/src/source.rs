@@ -256,21 +256,25 @@ impl Source {
     /// `change` was held back: its key is stored with another type or unit.
     /// The series is dropped, as Chancy drops it, and checked again on
     /// every flush: what the rings hold is sent again, but what waited in
-    /// the unsaved buffer is let go (a series that cannot be saved must not
-    /// take the places of those that can; what it buffers until the next
-    /// flush is saved if that flush finds the conflict over).
+    /// the unsaved buffer is let go and counted (`Drops::unsaved`: a
+    /// series that cannot be saved must not take the places of those that
+    /// can). What leaves its rings until the next flush waits in the
+    /// buffer, saved if that flush finds the conflict over.
     pub(crate) fn conflicted(&mut self, change: Change) {
         self.conflicting.insert(change.id);
         let before = self.unsaved.len();
-        self.unsaved.retain(|&(id, _, _), _| id != change.id);
+        let agg = &self.agg;
+        self.unsaved.retain(|&(id, r, _), b| {
+            if id == change.id {
+                agg.let_go_unsaved(Resolution::ALL[r as usize], b.count);
+            }
+            id != change.id
+        });
         if self.unsaved.len() != before {
             self.agg.hold_unsaved(self.unsaved.len());
         }
-        if change.read
-            && let Some(series) = self.agg.series(change.id)
-        {
-            let _ = self.agg.mark_saved(series, change.version);
-        }
+        // Not marked saved: what leaves the rings meanwhile waits in the
+        // buffer, saved if the conflict ends by the next flush.
     }
 
     /// `change` committed (or had nothing to write).

@@ -48,6 +48,13 @@ psql_drop c_abi_
 "$out/test_abi" "$RINGMETRICS_DSN"
 psql_drop c_abi_
 
+# The unsaved-bucket buffer from C: tiny `spill` and rings, failing
+# flushes; rm_drops.unsaved counts exactly what was lost.
+cc -std=c11 -Wall -Wextra -Wpedantic -Werror $san -I include tests/c/attack_spill.c $libs -o "$out/attack_spill"
+prefix="c_spill_$$_"
+"$out/attack_spill" "$RINGMETRICS_DSN" "$prefix"
+psql_drop "$prefix"
+
 # Connecting like libpq: TLS modes and redaction, against a throwaway TLS
 # cluster (test CA, SCRAM user).
 tlsdir=$(mktemp -d /tmp/ringmetrics-c-tls.XXXXXX)

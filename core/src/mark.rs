@@ -1,4 +1,5 @@
-//! What of a pending minute the unsaved-bucket buffer already holds.
+//! What of a pending minute is accounted for: kept in the unsaved-bucket
+//! buffer, counted dropped, or saved as it is.
 //!
 //! A pending minute (the shared accumulator's or a writer stripe's, not yet
 //! folded into the rings) can lose its place at some resolution before it
@@ -33,7 +34,7 @@ use crate::sync::{AtomicU64, Ordering};
 
 /// Observations of one pending minute accounted for (kept in the unsaved
 /// buffer or counted stale) where its slot took a newer bucket, per
-/// resolution (0: none).
+/// resolution (0: none); and, for a stripe, the `seq` a saved read showed.
 #[derive(Debug)]
 pub(crate) struct Mark {
     kept: [AtomicU64; 4],

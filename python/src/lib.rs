@@ -8,6 +8,7 @@ mod duration;
 mod fast;
 mod recorder;
 mod syncer;
+mod whole;
 
 use std::sync::Arc;
 
@@ -17,6 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt};
 use ringmetrics::{Clock, Config, Kind, OverridableClock, Resolution};
 use ringmetrics_postgres::{ReadQuery, SyncError};
+use whole::Whole;
 
 create_exception!(
     _native,
@@ -138,22 +140,22 @@ pub(crate) struct Aggregator {
 #[pymethods]
 impl Aggregator {
     #[new]
-    #[pyo3(signature = (capacity=4096, *, buckets=None, key_bytes=None, clock=None, max_future_seconds=60, unsaved_buckets=10000))]
+    #[pyo3(signature = (capacity=Whole(4096), *, buckets=None, key_bytes=None, clock=None, max_future_seconds=Whole(60), unsaved_buckets=Whole(10000)))]
     fn new(
-        capacity: usize,
-        buckets: Option<std::collections::HashMap<String, usize>>,
-        key_bytes: Option<usize>,
+        capacity: Whole<usize>,
+        buckets: Option<std::collections::HashMap<String, Whole<usize>>>,
+        key_bytes: Option<Whole<usize>>,
         clock: Option<&Bound<'_, ManualClock>>,
-        max_future_seconds: i64,
-        unsaved_buckets: usize,
+        max_future_seconds: Whole<i64>,
+        unsaved_buckets: Whole<usize>,
     ) -> Result<Self, Error> {
-        let mut config = Config::with_capacity(capacity);
-        config.spill = unsaved_buckets;
-        if let Some(k) = key_bytes {
+        let mut config = Config::with_capacity(capacity.0);
+        config.spill = unsaved_buckets.0;
+        if let Some(Whole(k)) = key_bytes {
             config.key_bytes = k;
         }
-        config.max_future_secs = max_future_seconds;
-        for (name, n) in buckets.unwrap_or_default() {
+        config.max_future_secs = max_future_seconds.0;
+        for (name, Whole(n)) in buckets.unwrap_or_default() {
             config.buckets[resolution_of(&name)?.index()] = n;
         }
         let (clock, overridable): (Arc<dyn Clock>, _) = match clock {
@@ -370,7 +372,7 @@ impl Aggregator {
         max_backoff: f64,
         low_priority: bool,
         hold_connection: bool,
-        retention_seconds: Option<[i64; 4]>,
+        retention_seconds: Option<[Whole<i64>; 4]>,
         connect_timeout: Option<f64>,
         statement_timeout: Option<f64>,
         lock_timeout: Option<f64>,
@@ -381,7 +383,7 @@ impl Aggregator {
             max_backoff,
             low_priority,
             hold_connection,
-            retention_seconds,
+            retention_seconds: retention_seconds.map(|r| r.map(|Whole(s)| s)),
             timeouts: (connect_timeout, statement_timeout, lock_timeout),
             schema_v1_max_points: None,
             create_schema: true,
@@ -473,7 +475,8 @@ fn read_metrics(
 /// Chancy's cleanup: delete expired chunks and orphan definitions.
 #[pyfunction]
 #[pyo3(signature = (dsn, *, prefix="chancy_", retention_seconds))]
-fn cleanup(py: Python<'_>, dsn: &str, prefix: &str, retention_seconds: [i64; 4]) -> Result<u64, Error> {
+fn cleanup(py: Python<'_>, dsn: &str, prefix: &str, retention_seconds: [Whole<i64>; 4]) -> Result<u64, Error> {
+    let retention_seconds = retention_seconds.map(|Whole(s)| s);
     Ok(py.detach(|| ringmetrics_postgres::cleanup(dsn, prefix, retention_seconds))?)
 }
 

@@ -11,6 +11,7 @@ use pyo3::types::PyDict;
 use ringmetrics_postgres::{FlushReport, SyncError, SyncStatus, SyncerConfig};
 
 use crate::duration;
+use crate::whole::Whole;
 use crate::{Aggregator, Error};
 
 /// Every live syncer of the process, so the interpreter's exit can stop them
@@ -198,11 +199,11 @@ impl Syncer {
         max_backoff: f64,
         low_priority: bool,
         hold_connection: bool,
-        retention_seconds: Option<[i64; 4]>,
+        retention_seconds: Option<[Whole<i64>; 4]>,
         connect_timeout: Option<f64>,
         statement_timeout: Option<f64>,
         lock_timeout: Option<f64>,
-        schema_v1_max_points: Option<[usize; 4]>,
+        schema_v1_max_points: Option<[Whole<usize>; 4]>,
         create_schema: bool,
     ) -> Result<Self, Error> {
         let options = Options {
@@ -211,9 +212,9 @@ impl Syncer {
             max_backoff,
             low_priority,
             hold_connection,
-            retention_seconds,
+            retention_seconds: retention_seconds.map(|r| r.map(|Whole(s)| s)),
             timeouts: (connect_timeout, statement_timeout, lock_timeout),
-            schema_v1_max_points,
+            schema_v1_max_points: schema_v1_max_points.map(|m| m.map(|Whole(n)| n)),
             create_schema,
         };
         Syncer::spawn(dsn, &options)

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from chancy.plugins.metrics import Metrics as ChancyMetrics
 
-from ringmetrics import Aggregator, ManualClock, read_metrics
+from ringmetrics import Aggregator, ManualClock, Syncer, cleanup, read_metrics
 from ringmetrics.chancy import Metrics
 from pgproxy import Proxy
 from test_outage import rename
@@ -513,10 +513,29 @@ def test_a_non_positive_max_buffered_points_is_refused_or_safe(n):
     assert len(plugin.aggregators()[0]) == 1
 
 
-@pytest.mark.parametrize("bad", [1.5, "10", None, 10**30, -(2**63)])
+@pytest.mark.parametrize("bad", [1.5, "10", None, 10**30, -(2**63), True, False])
 def test_native_unsaved_buckets_rejects_odd_types(bad):
     with pytest.raises((TypeError, ValueError, OverflowError)):
         Aggregator(4, unsaved_buckets=bad)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Aggregator(True),
+        lambda: Aggregator(4, key_bytes=True),
+        lambda: Aggregator(4, max_future_seconds=True),
+        lambda: Aggregator(4, buckets={"1min": True}),
+        lambda: Syncer("host=127.0.0.1", retention_seconds=(True, 60, 60, 60)),
+        lambda: Syncer("host=127.0.0.1", schema_v1_max_points=(60, 60, False, 60)),
+        lambda: Aggregator(4).start_syncer("host=127.0.0.1", retention_seconds=(60, True, 60, 60)),
+        lambda: cleanup("host=127.0.0.1", retention_seconds=(60, 60, 60, True)),
+    ],
+)
+def test_native_counts_refuse_bools_as_the_plugin_does(make):
+    # bool is an int in Python; a count given as True is a mistake, not 1
+    with pytest.raises(TypeError, match="not bool"):
+        make()
 
 
 def test_native_unsaved_buckets_at_its_cap_stays_cheap_and_works():

@@ -144,6 +144,13 @@ class Metrics(_ChancyMetrics):
       them; past that they are dropped and counted in ``drops()``).
     - ``clock``: a :class:`ringmetrics.ManualClock` for tests.
     - ``low_priority_syncer``: run the syncer thread at ``SCHED_IDLE``.
+    - ``hold_connection``: keep the syncer's PostgreSQL connection open
+      between flushes. Off by default: the syncer connects for each flush
+      and closes after it, so between flushes it holds no connection, but
+      each connection's start is one more committed transaction in
+      ``pg_stat_database`` per flush (see BENCHMARKS.md). On, the worker
+      commits exactly as many metric transactions as with Chancy's plugin
+      and holds one more connection.
     """
 
     def __init__(
@@ -157,6 +164,7 @@ class Metrics(_ChancyMetrics):
         ring_buckets: dict[str, int] | None = None,
         clock: ManualClock | None = None,
         low_priority_syncer: bool = False,
+        hold_connection: bool = False,
     ) -> None:
         super().__init__(
             sync_interval=sync_interval,
@@ -178,6 +186,7 @@ class Metrics(_ChancyMetrics):
             ring[name] = n
         self._clock = clock
         self._low_priority_syncer = bool(low_priority_syncer)
+        self._hold_connection = bool(hold_connection)
         self._aggregator = Aggregator(max_series, buckets=ring, clock=clock)
         self._aggregator.start_saving()
         # The warning holds the plugin weakly (no cycle through the native
@@ -312,6 +321,7 @@ class Metrics(_ChancyMetrics):
                 interval=None,
                 max_backoff=300.0,
                 low_priority=self._low_priority_syncer,
+                hold_connection=self._hold_connection,
                 schema_v1_max_points=[self.max_points[name] for name in RESOLUTIONS],
             )
             self._syncer_target = target

@@ -249,6 +249,48 @@ async def test_nothing_is_left_running_once_no_worker_runs(own_dsn, prefix):
     assert sum(v for _, v in points(result, "direct")) == 1.0
 
 
+async def test_hold_connection_keeps_one_connection_and_closes_it_at_stop(own_dsn, prefix):
+    # hold_connection=True: one connection across flushes (no connection
+    # start per flush), closed once no worker runs; every path still saved.
+    dsn = own_dsn
+    before = set(syncer_threads())
+    plugin = Metrics(sync_interval=1, hold_connection=True)
+    async with app(dsn, prefix, plugin) as chancy:
+        await chancy.migrate()
+        async with worker(chancy) as w:
+            await w.increment_counter("hub", 1)
+            await plugin.increment_counter("direct", 2)
+            await plugin.flush(chancy)
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                cur = await conn.execute(
+                    "SELECT pid, backend_start FROM pg_stat_activity "
+                    "WHERE application_name = 'ringmetrics-syncer' AND datname = current_database()"
+                )
+                first = await cur.fetchall()
+            assert len(first) == 1, "one connection held between flushes"
+            await plugin.increment_counter("direct", 3)
+            await plugin.flush(chancy)
+            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+                cur = await conn.execute(
+                    "SELECT pid, backend_start FROM pg_stat_activity "
+                    "WHERE application_name = 'ringmetrics-syncer' AND datname = current_database()"
+                )
+                assert await cur.fetchall() == first, "the same connection, not a new one per flush"
+        assert set(syncer_threads()) == before
+        # (a closed connection's backend leaves pg_stat_activity soon after)
+        for _ in range(100):
+            if await syncer_connections(dsn) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await syncer_connections(dsn) == 0, "closed once no worker runs"
+    reader = ChancyMetrics()
+    async with app(dsn, prefix, reader) as chancy:
+        result = await reader.get_metrics(chancy, resolution="1min")
+    assert sum(v for _, v in points(result, "direct")) == 5.0
+    assert sum(v for _, v in points(result, "hub")) == 1.0
+
+
+
 async def test_worker_id_is_read_at_each_direct_call(dsn, prefix):
     plugin = Metrics(sync_interval=60)
     async with app(dsn, prefix, plugin) as chancy:

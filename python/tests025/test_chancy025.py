@@ -195,6 +195,36 @@ async def test_resends_are_idempotent_and_a_restart_keeps_history(db):
     assert one[4] == [5, 2, 2, 2]
 
 
+async def test_hold_connection_keeps_one_connection_until_stop(db):
+    clock = ringmetrics.ManualClock(T0)
+    m = Metrics(clock=clock, hold_connection=True)
+    q = (
+        "SELECT pid, backend_start FROM pg_stat_activity "
+        "WHERE application_name = 'ringmetrics-syncer' AND datname = current_database()"
+    )
+    async with Chancy(db, plugins=[m]) as chancy:
+        await chancy.migrate()
+        m.worker_id = "w"
+        await m.increment_counter("c:x", 2)
+        await m.flush(chancy)
+        async with await psycopg.AsyncConnection.connect(db, autocommit=True) as conn:
+            first = await (await conn.execute(q)).fetchall()
+            assert len(first) == 1, "one connection held between flushes"
+            clock.advance(60)
+            await m.increment_counter("c:x", 3)
+            await m.flush(chancy)
+            assert await (await conn.execute(q)).fetchall() == first, "the same connection"
+            await m._flush_and_stop(chancy)
+            # (a closed connection's backend leaves pg_stat_activity soon after)
+            for _ in range(100):
+                if await (await conn.execute(q)).fetchall() == []:
+                    break
+                await asyncio.sleep(0.05)
+            assert await (await conn.execute(q)).fetchall() == [], "closed at stop"
+    one = next(r for r in await rows(db) if r[:2] == ("c:x", "1min"))
+    assert one[4] == [3, 2]
+
+
 async def test_three_paths_and_cleanup(db):
     clock = ringmetrics.ManualClock(T0 + 10)
     a, b = Metrics(clock=clock), Metrics(clock=clock)

@@ -5,62 +5,10 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
+use common::small::{T0, WAIT, setup, small, start, totals};
 use common::{Outage, client, dsn, prefix};
-use ringmetrics::{Aggregator, Config, ManualClock};
-use ringmetrics_postgres::{Syncer, SyncerConfig};
-
-const T0: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
-const WAIT: Duration = Duration::from_secs(30);
-
-fn setup(config: Config) -> (Arc<Aggregator>, ManualClock) {
-    let clock = ManualClock::from_secs(T0);
-    (
-        Arc::new(Aggregator::with_clock(config, Arc::new(clock.clone())).unwrap()),
-        clock,
-    )
-}
-
-fn start(agg: &Arc<Aggregator>, prefix: &str, dsn: &str) -> Syncer {
-    Syncer::start(
-        agg.clone(),
-        SyncerConfig {
-            prefix: prefix.into(),
-            worker_id: "w".into(),
-            interval: Duration::from_secs(3600),
-            ..SyncerConfig::new(dsn.to_owned())
-        },
-    )
-    .unwrap()
-}
-
-fn small() -> Config {
-    Config {
-        buckets: [6, 6, 6, 6],
-        writers: 64,
-        ..Config::with_capacity(8)
-    }
-}
-
-/// (start, count, total) of a key's stored buckets at `resolution`, over
-/// every row (a histogram's count; a counter's count is NULL: 0).
-fn totals(prefix: &str, key: &str, resolution: i32) -> Vec<(i64, f64)> {
-    client()
-        .query(
-            &format!(
-                "SELECT extract(epoch FROM u.b)::int8, coalesce(u.t, 0)
-                 FROM \"{prefix}metrics\" m JOIN \"{prefix}metric_definitions\" d ON d.id = m.metric_id
-                 CROSS JOIN LATERAL unnest(m.buckets, m.totals) AS u(b, t)
-                 WHERE d.key = $1 AND m.resolution = $2 ORDER BY 1"
-            ),
-            &[&key, &resolution],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
-}
+use ringmetrics::Aggregator;
 
 #[path = "../../core/tests/support/held_thread.rs"]
 mod held_thread;

@@ -3,6 +3,8 @@
 //! Python interpreter with Chancy for interop checks.
 #![allow(dead_code)]
 
+pub mod small;
+
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -1,7 +1,11 @@
 //! Flushing 10,000 changed series (40,000 chunk rows, every resolution) into
 //! Chancy's tables, side by side against one database:
 //!
-//! - `ringmetrics`: [`Syncer::flush`] (definitions, then batched upserts);
+//! - `ringmetrics`: [`Syncer::flush`] (definitions, then batched upserts),
+//!   connecting for the flush as by default (`hold_connection: false`);
+//! - `ringmetrics-held`: the same with `hold_connection: true` (the
+//!   connection kept from the flush before, as the floor's and Chancy's
+//!   pooled connections are);
 //! - `chancy`: Chancy 0.26's own `Metrics.flush` (Python, psycopg);
 //! - `floor`: the same upsert generated inside PostgreSQL by one
 //!   `INSERT ... SELECT` over `generate_series` (no client, no definitions).
@@ -135,7 +139,7 @@ type Runs = Vec<(f64, i64)>;
 /// One timed flush: (seconds, WAL bytes).
 type Run<'a> = Box<dyn FnMut(usize) -> (f64, i64) + 'a>;
 
-fn ringmetrics<'a>(dsn: &'a str, prefix: &str, n: usize) -> Run<'a> {
+fn ringmetrics<'a>(dsn: &'a str, prefix: &str, n: usize, hold_connection: bool) -> Run<'a> {
     let clock = ManualClock::from_secs(now_secs());
     let agg = Arc::new(Aggregator::with_clock(Config::with_capacity(n).persisted(), Arc::new(clock)).unwrap());
     let series: Vec<_> = (0..n)
@@ -153,6 +157,7 @@ fn ringmetrics<'a>(dsn: &'a str, prefix: &str, n: usize) -> Run<'a> {
         prefix: prefix.into(),
         worker_id: "bench".into(),
         interval: Duration::from_secs(3600),
+        hold_connection,
         ..SyncerConfig::new(dsn)
     };
     let syncer = Syncer::start(agg.clone(), config).unwrap();
@@ -273,7 +278,16 @@ fn main() {
         contenders.push(("floor", floor(&dsn, &format!("{tag}floor_"), n)));
     }
     if want("ringmetrics") {
-        contenders.push(("ringmetrics", ringmetrics(&dsn, &format!("{tag}ringmetrics_"), n)));
+        contenders.push((
+            "ringmetrics",
+            ringmetrics(&dsn, &format!("{tag}ringmetrics_"), n, false),
+        ));
+    }
+    if want("ringmetrics-held") {
+        contenders.push((
+            "ringmetrics-held",
+            ringmetrics(&dsn, &format!("{tag}ringmetrics_held_"), n, true),
+        ));
     }
     let mut results: Vec<(&str, Runs)> = contenders.iter().map(|(name, _)| (*name, Vec::new())).collect();
     for run in 0..runs {
@@ -285,7 +299,7 @@ fn main() {
     if want("chancy") {
         results.push(("chancy", chancy(&dsn, &format!("{tag}chancy_"), n, runs)));
     }
-    for name in ["floor", "ringmetrics", "chancy"] {
+    for name in ["floor", "ringmetrics", "ringmetrics_held", "chancy"] {
         drop_prefix(&mut admin, &format!("{tag}{name}_"));
     }
     let floor_median = results

@@ -57,11 +57,12 @@ impl Columns {
             self.resolutions.push(row.resolution.seconds() as i32);
             self.chunks.push(time(row.chunk * 1_000_000_000));
             self.offs.push(self.starts.len() as i32 + 1);
-            self.lens.push(row.buckets.len() as i32);
+            let buckets = item.change.buckets(row);
+            self.lens.push(buckets.len() as i32);
             self.kinds.push(item.kind as i32);
             self.sessions.push(item.source.session_id);
             self.workers.push(item.source.worker_id.clone());
-            for b in &row.buckets {
+            for b in buckets {
                 self.starts.push(time(b.start * 1_000_000_000));
                 self.counts.push(b.count as i64);
                 self.totals.push(b.sum);
@@ -178,7 +179,7 @@ fn copy_and_upsert(tx: &mut Transaction<'_>, staged_sql: &str, items: &[Item<'_>
         let kind = item.kind;
         let worker = item.source.worker_id.as_bytes();
         for row in &item.change.rows {
-            let b = &row.buckets[..];
+            let b = item.change.buckets(row);
             buf.put_i16(12);
             buf.put_i32(8);
             buf.put_i64(item.metric_id);

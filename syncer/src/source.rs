@@ -27,20 +27,38 @@ use crate::retention::first_kept_chunk;
 struct SeriesState {
     /// The version whose data is saved.
     version: Option<SeriesVersion>,
-    /// Per resolution, `(bucket start, observation count)` of the buckets
-    /// the ring held at the last save, oldest first. A bucket's count grows
-    /// with every observation merged into it, so an equal pair is an
-    /// unchanged bucket.
-    saved: [Vec<(i64, u64)>; 4],
+    /// What the rings held at the last save.
+    saved: Saved,
     /// The key was in the catalog at the last commit.
     known: bool,
 }
 
-/// One chunk row to write: the buckets of the chunk that changed, absolute.
+/// Per resolution, `(bucket start, observation count)` of the buckets the
+/// ring held at a save, oldest first, in one allocation. A bucket's count
+/// grows with every observation merged into it, so an equal pair is an
+/// unchanged bucket.
+#[derive(Default)]
+struct Saved {
+    pairs: Vec<(i64, u64)>,
+    /// End of each resolution's pairs in `pairs`.
+    ends: [u32; 4],
+}
+
+impl Saved {
+    /// The pairs of resolution index `i`.
+    fn at(&self, i: usize) -> &[(i64, u64)] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.pairs[start..self.ends[i] as usize]
+    }
+}
+
+/// One chunk row to write: the buckets of the chunk that changed, absolute
+/// (in its [`Change`]'s buckets: see [`Change::buckets`]).
 pub(crate) struct Row {
     pub(crate) resolution: Resolution,
     pub(crate) chunk: i64,
-    pub(crate) buckets: Vec<Bucket>,
+    first: u32,
+    len: u32,
 }
 
 /// A series with something new: its changed chunks and what will count as
@@ -51,10 +69,21 @@ pub(crate) struct Change {
     /// `version` is a new read (not the one saved before).
     read: bool,
     pub(crate) rows: Vec<Row>,
-    saved: [Vec<(i64, u64)>; 4],
+    /// The rows' buckets, row after row (a flush of 10,000 series allocates
+    /// three vectors per series, not one per row and resolution).
+    buckets: Vec<Bucket>,
+    /// What the rings held at this read; `None`: as at the last save.
+    saved: Option<Saved>,
     /// Buckets from the unsaved buffer in `rows`: (resolution index,
     /// start, count), released once saved.
     unsaved: Vec<(u8, i64, u64)>,
+}
+
+impl Change {
+    /// The buckets of `row` (one of `self.rows`), oldest first.
+    pub(crate) fn buckets(&self, row: &Row) -> &[Bucket] {
+        &self.buckets[row.first as usize..(row.first + row.len) as usize]
+    }
 }
 
 /// A bucket that left its ring unsaved: (series id, resolution index,
@@ -145,6 +174,7 @@ impl Source {
         }
         let kept: [i64; 4] = std::array::from_fn(|i| first_kept_chunk(Resolution::ALL[i], now_secs, retention_secs[i]));
         self.take_unsaved(&kept);
+        let mut sent: Vec<Bucket> = Vec::new();
         for id in 0..n as u32 {
             let Some(series) = self.agg.series(id) else { continue };
             let state = &self.series[id as usize];
@@ -162,11 +192,11 @@ impl Source {
                 continue;
             }
             let mut rows: Vec<Row> = Vec::new();
-            let mut sent: Vec<Bucket> = Vec::new();
+            let mut buckets: Vec<Bucket> = Vec::new();
             let mut from_buffer = Vec::new();
-            let saved = std::array::from_fn(|i| {
-                let r = Resolution::ALL[i];
-                let old = &state.saved[i];
+            let mut saved = read.then(Saved::default);
+            for (i, r) in Resolution::ALL.into_iter().enumerate() {
+                let old = state.saved.at(i);
                 sent.clear();
                 if read {
                     let mut j = 0;
@@ -195,24 +225,27 @@ impl Source {
                         continue;
                     }
                     match rows.last_mut() {
-                        Some(row) if row.resolution == r && row.chunk == chunk => row.buckets.push(*b),
+                        Some(row) if row.resolution == r && row.chunk == chunk => row.len += 1,
                         _ => rows.push(Row {
                             resolution: r,
                             chunk,
-                            buckets: vec![*b],
+                            first: buckets.len() as u32,
+                            len: 1,
                         }),
                     }
+                    buckets.push(*b);
                 }
-                if read {
-                    self.scratch.at(r).iter().map(|b| (b.start, b.count)).collect()
-                } else {
-                    old.clone()
+                if let Some(saved) = &mut saved {
+                    saved
+                        .pairs
+                        .extend(self.scratch.at(r).iter().map(|b| (b.start, b.count)));
+                    saved.ends[i] = saved.pairs.len() as u32;
                 }
-            });
+            }
             debug_assert!(rows.iter().all(|row| {
                 let end = row.chunk + CHUNK_BUCKETS * row.resolution.seconds();
-                row.buckets.iter().all(|b| b.start >= row.chunk && b.start < end)
-                    && row.buckets.windows(2).all(|w| w[0].start < w[1].start)
+                let b = &buckets[row.first as usize..(row.first + row.len) as usize];
+                b.iter().all(|b| b.start >= row.chunk && b.start < end) && b.windows(2).all(|w| w[0].start < w[1].start)
             }));
             out.push(Change {
                 id,
@@ -223,6 +256,7 @@ impl Source {
                 },
                 read,
                 rows,
+                buckets,
                 saved,
                 unsaved: from_buffer,
             });
@@ -241,7 +275,7 @@ impl Source {
             // ended, and then they are saved.)
             let saved = series
                 .get(id as usize)
-                .is_some_and(|s| s.saved[i].binary_search(&(b.start, b.count)).is_ok());
+                .is_some_and(|s| s.saved.at(i).binary_search(&(b.start, b.count)).is_ok());
             if !saved && r.chunk_start(r.bucket_of(b.start)) >= kept[i] {
                 unsaved.insert((id, i as u8, b.start), b);
             }
@@ -284,7 +318,9 @@ impl Source {
             state.known = true;
         }
         state.version = Some(change.version);
-        state.saved = change.saved;
+        if let Some(saved) = change.saved {
+            state.saved = saved;
+        }
         self.conflicting.remove(&change.id);
         if !change.unsaved.is_empty() {
             for (i, start, count) in change.unsaved {

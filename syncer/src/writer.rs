@@ -265,21 +265,23 @@ impl Writer {
         let err = |e: postgres::Error| db(&e, secret.as_deref());
         let definitions = ident(&self.prefix, "metric_definitions");
         let metrics = ident(&self.prefix, "metrics");
-        // One definition per key, whichever sources record it.
-        let mut keys: Vec<String> = Vec::new();
-        let mut types: Vec<&'static str> = Vec::new();
-        let mut units: Vec<String> = Vec::new();
-        let mut index: HashMap<String, usize> = HashMap::new();
+        // One definition per key, whichever sources record it (borrowed
+        // from the aggregators' registries: no copy per key).
+        let sources = &self.sources;
+        let mut keys: Vec<&str> = Vec::with_capacity(batch.len());
+        let mut types: Vec<&'static str> = Vec::with_capacity(batch.len());
+        let mut units: Vec<&str> = Vec::with_capacity(batch.len());
+        let mut index: HashMap<&str, usize> = HashMap::with_capacity(batch.len());
         let mut insert = false;
         for (i, change) in batch {
-            let source = &self.sources[*i];
+            let source = &sources[*i];
             let info = source.agg.info(change.id).expect("registered series");
-            if !index.contains_key(info.key) {
-                index.insert(info.key.to_owned(), keys.len());
-                keys.push(info.key.to_owned());
+            index.entry(info.key).or_insert_with(|| {
+                keys.push(info.key);
                 types.push(info.kind.name());
-                units.push(info.unit.to_owned());
-            }
+                units.push(info.unit);
+                keys.len() - 1
+            });
             insert |= !source.known(change.id);
         }
         // Unnamed statements (execute_typed / query_typed; a large batch's
@@ -329,22 +331,27 @@ impl Writer {
             }
             insert = true;
         };
-        let mut ids: HashMap<String, (i64, String, String)> = HashMap::with_capacity(stored.len());
-        for row in stored {
-            ids.insert(row.get(1), (row.get(0), row.get(2), row.get(3)));
+        // (id, type, unit) stored for each of `keys`, borrowed from the rows.
+        let mut ids: Vec<Option<(i64, &str, &str)>> = vec![None; keys.len()];
+        for row in &stored {
+            if let Some(&k) = index.get(row.get::<_, &str>(1)) {
+                ids[k] = Some((row.get(0), row.get(2), row.get(3)));
+            }
         }
         let mut conflicts = Vec::new();
         let mut items = Vec::with_capacity(batch.len());
+        let mut first_conflict = None;
         for (i, change) in batch.iter().filter(|(_, c)| !c.rows.is_empty()) {
-            let source = &self.sources[*i];
+            let source = &sources[*i];
             let info = source.agg.info(change.id).expect("registered series");
-            let (id, ty, unit) = &ids[info.key];
+            let (id, ty, unit) = ids[index[info.key]].expect("every key found: counted above");
             if ty != info.kind.name() || unit != info.unit {
+                first_conflict.get_or_insert((ty.to_owned(), unit.to_owned()));
                 conflicts.push((*i, change.id));
                 continue;
             }
             items.push(Item {
-                metric_id: *id,
+                metric_id: id,
                 kind: info.kind,
                 source,
                 change,
@@ -373,18 +380,18 @@ impl Writer {
         report.rows_written += written;
         report.series_written +=
             batch.iter().filter(|(_, c)| !c.rows.is_empty()).count() as u64 - conflicts.len() as u64;
-        if !conflicts.is_empty() {
-            self.warn_conflicts(&conflicts, &ids);
+        if let Some((ty, unit)) = first_conflict {
+            self.warn_conflicts(&conflicts, &ty, &unit);
         }
         Ok(conflicts)
     }
 
     /// Chancy's warning for a series dropped because its stored definition
     /// differs, at most once a minute.
-    fn warn_conflicts(&mut self, conflicts: &[(usize, u32)], ids: &HashMap<String, (i64, String, String)>) {
+    /// `ty` and `unit`: what the first conflicting series' key is stored as.
+    fn warn_conflicts(&mut self, conflicts: &[(usize, u32)], ty: &str, unit: &str) {
         let (i, id) = conflicts[0];
         let info = self.sources[i].agg.info(id).expect("registered series");
-        let (_, ty, unit) = &ids[info.key];
         let message = format!(
             "ringmetrics: dropped metric conflicting with its stored definition: {:?} is stored as a {ty} in \
              {unit:?}, recorded as a {} in {:?}{}; it is kept in memory and checked again on every flush",

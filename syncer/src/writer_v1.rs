@@ -177,7 +177,7 @@ pub(crate) fn write_batch(
             // the chunk rows; sent newest first.
             let start = cols.timestamps.len();
             for row in change.rows.iter().filter(|row| row.resolution == r) {
-                for b in &row.buckets {
+                for b in change.buckets(row) {
                     cols.timestamps.push(crate::writer::time(b.start * 1_000_000_000));
                     cols.values.push(json_value(info.kind, b));
                 }

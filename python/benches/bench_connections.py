@@ -3,6 +3,8 @@ Chancy 0.26's own metrics plugin and with ringmetrics', side by side.
 
     .venv/bin/python python/benches/bench_connections.py [DSN] [SECONDS]
 
+Three plugins: Chancy's, ringmetrics' as by default (a connection per
+flush, closed after it) and ringmetrics' with ``hold_connection=True``.
 Each plugin gets a fresh database and a worker at ``sync_interval=10``
 running a steady load (a job every 0.2 s, each recording a counter, a gauge
 and a histogram from the job, plus the plugin's own job metrics) for
@@ -108,10 +110,15 @@ async def main() -> None:
     seconds = float(sys.argv[2]) if len(sys.argv) > 2 else 60.0
     logging.getLogger("chancy").setLevel(logging.WARNING)
     # Alternating runs, medians: the load of the machine moves both alike.
-    runs: dict[str, list[dict]] = {"chancy": [], "ringmetrics": []}
+    plugins = (
+        ("chancy", lambda: ChancyMetrics(sync_interval=10)),
+        ("ringmetrics", lambda: Metrics(sync_interval=10)),
+        ("ringmetrics, hold_connection=True", lambda: Metrics(sync_interval=10, hold_connection=True)),
+    )
+    runs: dict[str, list[dict]] = {name: [] for name, _ in plugins}
     for _ in range(ROUNDS):
-        for name, make in (("chancy", lambda: ChancyMetrics(sync_interval=10)), ("ringmetrics", lambda: Metrics(sync_interval=10))):
-            runs[name].append(await measure(dsn, name, make, seconds))
+        for i, (name, make) in enumerate(plugins):
+            runs[name].append(await measure(dsn, f"p{i}", make, seconds))
     rows = [
         {"name": name, **{k: statistics.median(r[k] for r in rs) for k in ("mean", "peak", "xact_per_min", "sessions_per_min")}}
         for name, rs in runs.items()
@@ -127,12 +134,14 @@ async def main() -> None:
         print(
             f"| {r['name']} | {r['mean']:.2f} | {r['peak']:.0f} | {r['xact_per_min']:.1f} | {r['sessions_per_min']:.1f} |"
         )
-    c, o = rows
+    c = rows[0]
     print()
-    print(
-        f"ringmetrics/chancy: connections {o['mean'] / c['mean']:.2f}x (mean), "
-        f"transactions {o['xact_per_min'] / c['xact_per_min']:.2f}x"
-    )
+    for o in rows[1:]:
+        print(
+            f"{o['name']} / chancy: connections {o['mean'] / c['mean']:.2f}x (mean), "
+            f"transactions {o['xact_per_min'] / c['xact_per_min']:.2f}x, "
+            f"{o['xact_per_min'] - c['xact_per_min']:+.1f} transactions per worker-minute  "
+        )
 
 
 if __name__ == "__main__":

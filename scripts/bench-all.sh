@@ -24,7 +24,7 @@ tests/c/bench.sh --callgrind >"$out/c-callgrind.md"
 echo "bench-all: Python"
 .venv/bin/python python/benches/bench_record.py "$RINGMETRICS_DSN" >"$out/python.md"
 echo "bench-all: flush"
-cargo bench -q --locked -p ringmetrics-postgres --bench flush >"$out/flush.md" 2>/dev/null
+RINGMETRICS_BENCH_RUNS=${RINGMETRICS_BENCH_RUNS:-21} cargo bench -q --locked -p ringmetrics-postgres --bench flush >"$out/flush.md" 2>/dev/null
 echo "bench-all: connections and transactions of a worker"
 .venv/bin/python python/benches/bench_connections.py "$RINGMETRICS_DSN" 45 >"$out/connections.md" 2>/dev/null
 python3 scripts/bench_report.py "$out" >BENCHMARKS.md

@@ -338,13 +338,23 @@ impl Writer {
                 ids[k] = Some((row.get(0), row.get(2), row.get(3)));
             }
         }
+        // As many rows as keys, yet one not byte for byte (a `key` column
+        // with a nondeterministic collation matches keys that differ): a
+        // clear error, retried, never a guess at which definition is ours.
+        if let Some(k) = ids.iter().position(Option::is_none) {
+            return Err(SyncError::Database(format!(
+                "the metric catalog returned no definition equal byte for byte to {:?} (its key column must use \
+                 the \"C\" collation, as Chancy's migrations create it); retrying",
+                keys[k]
+            )));
+        }
         let mut conflicts = Vec::new();
         let mut items = Vec::with_capacity(batch.len());
         let mut first_conflict = None;
         for (i, change) in batch.iter().filter(|(_, c)| !c.rows.is_empty()) {
             let source = &sources[*i];
             let info = source.agg.info(change.id).expect("registered series");
-            let (id, ty, unit) = ids[index[info.key]].expect("every key found: counted above");
+            let (id, ty, unit) = ids[index[info.key]].expect("every key found: checked above");
             if ty != info.kind.name() || unit != info.unit {
                 first_conflict.get_or_insert((ty.to_owned(), unit.to_owned()));
                 conflicts.push((*i, change.id));

@@ -332,10 +332,17 @@ impl Writer {
             insert = true;
         };
         // (id, type, unit) stored for each of `keys`, borrowed from the rows.
+        // A column of another type or a NULL (a catalog not made by
+        // Chancy's migrations) is an error, never a panic.
         let mut ids: Vec<Option<(i64, &str, &str)>> = vec![None; keys.len()];
         for row in &stored {
-            if let Some(&k) = index.get(row.get::<_, &str>(1)) {
-                ids[k] = Some((row.get(0), row.get(2), row.get(3)));
+            let catalog = |e: postgres::Error| SyncError::Database(format!("reading the metric catalog: {e}"));
+            if let Some(&k) = index.get(row.try_get::<_, &str>(1).map_err(catalog)?) {
+                ids[k] = Some((
+                    row.try_get(0).map_err(catalog)?,
+                    row.try_get(2).map_err(catalog)?,
+                    row.try_get(3).map_err(catalog)?,
+                ));
             }
         }
         // As many rows as keys, yet one not byte for byte (a `key` column

@@ -1,7 +1,8 @@
-//! A metric catalog whose `key` column matches keys that differ (a
-//! nondeterministic collation, not Chancy's "C"): the flush fails with a
-//! clear error and keeps the data, the syncer thread survives, and once the
-//! column is "C" again everything is saved under the recorded key.
+//! Metric catalogs not made by Chancy's migrations. One whose `key` column
+//! matches keys that differ (a nondeterministic collation, not Chancy's
+//! "C"), or a NULL where Chancy's schema says NOT NULL: the flush fails
+//! with a clear error and keeps the data, the syncer thread survives, and
+//! once the catalog is put right everything is saved under the recorded key.
 
 mod common;
 
@@ -38,5 +39,31 @@ fn a_catalog_matching_other_keys_is_a_clear_error_never_a_panic() {
     s.flush(WAIT).unwrap();
     assert_eq!(totals(&p, "abc", 60).iter().map(|t| t.1).sum::<f64>(), 2.0);
     assert!(totals(&p, "ABC", 60).is_empty());
+    s.stop(WAIT).unwrap();
+}
+
+/// A catalog whose `unit` takes NULL (not Chancy's schema: NOT NULL) and
+/// holds a NULL for a recorded key: a clear error, the data kept.
+#[test]
+fn a_null_in_the_catalog_is_a_clear_error_never_a_panic() {
+    let p = prefix("catnull");
+    let (agg, _clock) = setup(small());
+    let s = start(&agg, &p, &dsn());
+    agg.increment_counter("warm", 1.0).unwrap();
+    s.flush(WAIT).unwrap();
+    let defs = format!("\"{p}metric_definitions\"");
+    let mut c = client();
+    c.batch_execute(&format!(
+        "ALTER TABLE {defs} ALTER COLUMN unit DROP NOT NULL;
+         INSERT INTO {defs} (key, metric_type, unit) VALUES ('n', 'counter', NULL)"
+    ))
+    .unwrap();
+    agg.increment_counter("n", 3.0).unwrap();
+    let e = s.flush(WAIT).expect_err("a NULL unit");
+    assert!(e.to_string().contains("metric catalog"), "{e}");
+    c.batch_execute(&format!("UPDATE {defs} SET unit = 'count' WHERE key = 'n'"))
+        .unwrap();
+    s.flush(WAIT).unwrap();
+    assert_eq!(totals(&p, "n", 60).iter().map(|t| t.1).sum::<f64>(), 3.0);
     s.stop(WAIT).unwrap();
 }

@@ -188,7 +188,8 @@ pub fn read_metrics(dsn: &str, prefix: &str, query: &ReadQuery) -> Result<Vec<Re
             min: row.get::<_, Option<f64>>(4).unwrap_or(f64::NAN),
             max: row.get::<_, Option<f64>>(5).unwrap_or(f64::NAN),
             value,
-            sampled_at_nanos: row.get::<_, i64>(7).saturating_mul(1000),
+            // (NULL where no sample time was stored: a row another writer made)
+            sampled_at_nanos: row.get::<_, Option<i64>>(7).unwrap_or(0).saturating_mul(1000),
         });
     }
     client.commit().map_err(err)?;

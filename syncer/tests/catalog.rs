@@ -67,3 +67,37 @@ fn a_null_in_the_catalog_is_a_clear_error_never_a_panic() {
     assert_eq!(totals(&p, "n", 60).iter().map(|t| t.1).sum::<f64>(), 3.0);
     s.stop(WAIT).unwrap();
 }
+
+/// A stored row without sample times (another writer's: its `sampled_at`
+/// array holds a NULL) reads back with its values, never a panic.
+#[test]
+fn a_row_without_sample_times_reads_back() {
+    let p = prefix("catsamp");
+    let (agg, _clock) = setup(small());
+    let s = start(&agg, &p, &dsn());
+    agg.increment_counter("warm", 1.0).unwrap();
+    s.flush(WAIT).unwrap();
+    s.stop(WAIT).unwrap();
+    let (defs, metrics) = (format!("\"{p}metric_definitions\""), format!("\"{p}metrics\""));
+    client()
+        .batch_execute(&format!(
+            "INSERT INTO {defs} (key, metric_type, unit) VALUES ('other', 'counter', 'count');
+             INSERT INTO {metrics} (metric_id, resolution, chunk, session_id, worker_id, buckets, totals, sampled_at)
+             SELECT id, 60, to_timestamp(0), gen_random_uuid(), 'x', ARRAY[to_timestamp(60)], ARRAY[4.0],
+                    ARRAY[NULL::timestamptz]
+             FROM {defs} WHERE key = 'other'"
+        ))
+        .unwrap();
+    let query = ringmetrics_postgres::ReadQuery {
+        prefix: Some("other".into()),
+        worker_id: None,
+        resolution: ringmetrics::Resolution::Min1,
+        start_secs: 0,
+        end_secs: 3600,
+    };
+    let read = ringmetrics_postgres::read_metrics(&dsn(), &p, &query).unwrap();
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].points.len(), 1);
+    assert_eq!((read[0].points[0].start, read[0].points[0].value), (60, 4.0));
+    assert_eq!(read[0].points[0].sampled_at_nanos, 0);
+}

@@ -225,6 +225,38 @@ async def test_hold_connection_keeps_one_connection_until_stop(db):
     assert one[4] == [3, 2]
 
 
+async def test_final_flush_after_the_held_connection_was_killed_loses_nothing(db):
+    # Found by the fifth adversarial review: with hold_connection=True, the
+    # held connection killed while idle (a server restart, an idle timeout)
+    # and then the worker stopping: 0.25's final flush (one attempt, in
+    # Syncer.stop) failed on the dead connection and everything recorded
+    # since the last flush was lost (stored 2, not 5). A flush now tries once
+    # more on a fresh connection when its held one turns out closed.
+    m = Metrics(hold_connection=True, sync_interval=3600, collection_interval=3600)
+    on = "WHERE application_name = 'ringmetrics-syncer' AND datname = current_database()"
+    async with Chancy(db, plugins=[m], notifications=False) as chancy:
+        await chancy.migrate()
+        async with Worker(chancy, worker_id="w", register_signal_handlers=False):
+            await asyncio.sleep(0.5)
+            await m.increment_counter("c:x", 2)
+            await m.flush(chancy)
+            async with await psycopg.AsyncConnection.connect(db, autocommit=True) as c:
+                killed = await (await c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity " + on)).fetchall()
+            assert len(killed) == 1
+            await asyncio.sleep(0.3)
+            await m.increment_counter("c:x", 3)
+    async with await psycopg.AsyncConnection.connect(db, autocommit=True) as c:
+        stored = await (
+            await c.execute("SELECT values::text FROM chancy_metrics WHERE metric_key = 'c:x' AND resolution = '1day'")
+        ).fetchall()
+        for _ in range(100):
+            if (await (await c.execute("SELECT count(*) FROM pg_stat_activity " + on)).fetchone())[0] == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert (await (await c.execute("SELECT count(*) FROM pg_stat_activity " + on)).fetchone())[0] == 0
+    assert [v for (v,) in stored] == ["{5}"]
+
+
 async def test_three_paths_and_cleanup(db):
     clock = ringmetrics.ManualClock(T0 + 10)
     a, b = Metrics(clock=clock), Metrics(clock=clock)

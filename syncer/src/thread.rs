@@ -469,6 +469,13 @@ impl State {
         Ok(report)
     }
 
+    /// Connect (or reuse the held connection) and write what was collected.
+    fn write(&mut self) -> Result<FlushReport, SyncError> {
+        self.connect()?;
+        let client = self.client.as_mut().expect("connected");
+        self.writer.write(client)
+    }
+
     fn connect(&mut self) -> Result<&mut Client, SyncError> {
         if self.client.as_ref().is_some_and(|c| c.is_closed()) {
             self.client = None;
@@ -496,13 +503,23 @@ impl State {
         let result = if !self.writer.has_rows() {
             self.writer.write_nothing()
         } else {
-            match self.connect() {
-                Ok(_) => {
-                    let client = self.client.as_mut().expect("connected");
-                    self.writer.write(client)
-                }
-                Err(e) => Err(e),
+            let held = self.client.as_ref().is_some_and(|c| !c.is_closed());
+            let mut result = self.write();
+            // A held connection the server closed while it sat idle (a
+            // restart, pg_terminate_backend, idle_session_timeout, a
+            // pooler's or a NAT's idle timeout) shows it only when the
+            // flush uses it: try once more on a fresh connection. Safe
+            // whatever the failed attempt did: what is pending is absolute
+            // and the upsert merges it idempotently.
+            if held
+                && let Err(e) = &result
+                && self.client.as_ref().is_some_and(|c| c.is_closed())
+            {
+                log::info!("ringmetrics: the held connection was closed by the server ({e}); reconnecting");
+                self.client = None;
+                result = self.write();
             }
+            result
         };
         if !self.config.hold_connection {
             // Hold a connection only while writing: between flushes the

@@ -568,3 +568,95 @@ fn schema_v1_churn_is_exact() {
         assert_eq!(got.get(k), Some(w), "{k:?}");
     }
 }
+
+/// A database of the test's own (its syncer connections are the only
+/// ones there), dropped at the end.
+struct OwnDb {
+    name: String,
+    dsn: String,
+}
+
+impl OwnDb {
+    fn new(tag: &str) -> OwnDb {
+        let name = format!("rmflat_{}_{tag}", std::process::id());
+        let mut c = client();
+        c.batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .unwrap();
+        c.batch_execute(&format!("CREATE DATABASE \"{name}\"")).unwrap();
+        let dsn = format!("{} dbname={name}", dsn());
+        OwnDb { name, dsn }
+    }
+
+    fn client(&self) -> postgres::Client {
+        postgres::Client::connect(&self.dsn, postgres::NoTls).unwrap()
+    }
+
+    /// Terminate the syncer's connections; returns how many.
+    fn kill_syncer(&self) -> usize {
+        let n = self
+            .client()
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE application_name = 'ringmetrics-syncer' AND datname = current_database()",
+                &[],
+            )
+            .unwrap()
+            .len();
+        std::thread::sleep(Duration::from_millis(200));
+        n
+    }
+}
+
+impl Drop for OwnDb {
+    fn drop(&mut self) {
+        let _ = client().batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
+    }
+}
+
+/// hold_connection: the held connection is killed while idle (a server
+/// restart, an idle timeout); the stop's final flush must save what was
+/// recorded since, and the flush after the kill should not fail.
+// REGRESSION (found by the fifth adversarial review, fixed in thread.rs
+// `State::flush`: a failed flush on a held connection the server had
+// closed is tried once more on a fresh connection). Before the fix:
+// the held client is reused without a liveness check
+// (syncer/src/thread.rs:472-473 only drops it once `is_closed()`, which is
+// false until a read fails), and nothing retries on a fresh connection a
+// flush that failed before sending anything (thread.rs:492-505,
+// writer.rs:290 `begin`). So the first flush after the kill fails; and
+// when that flush is the final one (`stop`, thread.rs:436-442), nothing
+// retries it: what was recorded since the last flush is not saved by this
+// syncer (the plugins' 0.25 path loses it; see
+// python/tests/test_attack_hold.py::test_chancy025_final_flush_after_an_idle_kill_loses_nothing).
+#[test]
+fn a_held_connection_killed_while_idle_is_replaced_by_the_stop() {
+    let db = OwnDb::new("hold");
+    let p = prefix("flathold");
+    let (agg, _clock) = agg(8, 3, T0 + 5);
+    let s = Syncer::start(
+        agg.clone(),
+        SyncerConfig {
+            hold_connection: true,
+            ..config(&p, &db.dsn, "w")
+        },
+    )
+    .unwrap();
+    agg.increment_counter("k", 1.0).unwrap();
+    s.flush(WAIT).unwrap();
+    assert_eq!(db.kill_syncer(), 1);
+    agg.increment_counter("k", 2.0).unwrap();
+    let stopped = s.stop(WAIT);
+    let total: f64 = db
+        .client()
+        .query_one(
+            &format!(
+                "SELECT coalesce(sum(t), 0) FROM \"{p}metrics\" m
+                 CROSS JOIN LATERAL unnest(m.totals) AS u(t) WHERE m.resolution = 86400"
+            ),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(total, 3.0, "stop after an idle kill: {stopped:?}");
+    assert!(stopped.is_ok(), "{stopped:?}");
+}

@@ -204,8 +204,14 @@ fn killed_connection_never_loses_or_doubles() {
                 .unwrap()
                 .len();
             assert_eq!(killed, 1, "the syncer's connection");
-            assert!(s.flush(WAIT).is_err(), "the flush on a killed connection must fail");
-            assert!(s.status().last_error.is_some());
+            // The held connection fails the flush's first statement; the
+            // flush tries once more on a fresh connection and succeeds.
+            s.flush(WAIT).unwrap();
+            assert_eq!(stored_total(&p, "c", 86400), expected);
+            for _ in 0..10 {
+                agg.increment_counter("c", 1.0).unwrap();
+                expected += 1.0;
+            }
         }
         s.flush(WAIT).unwrap();
         assert_eq!(stored_total(&p, "c", 86400), expected);
@@ -213,7 +219,7 @@ fn killed_connection_never_loses_or_doubles() {
     }
     let st = s.status();
     assert!(
-        st.failures == 3 && st.flushes >= 6 && st.last_error.is_none() && st.pending_series == 0,
+        st.failures == 0 && st.flushes >= 9 && st.last_error.is_none() && st.pending_series == 0,
         "{st:?}"
     );
     assert_eq!(stored_total(&p, "c", 60), expected);

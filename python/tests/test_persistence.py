@@ -75,6 +75,16 @@ async def syncer_connections(dsn):
         return (await cur.fetchone())[0]
 
 
+async def syncer_backends(dsn):
+    """(pid, backend_start) of the syncer's connections to ``dsn``'s database."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        cur = await conn.execute(
+            "SELECT pid, backend_start FROM pg_stat_activity "
+            "WHERE application_name = 'ringmetrics-syncer' AND datname = current_database()"
+        )
+        return await cur.fetchall()
+
+
 @pytest.fixture
 def own_dsn(dsn):
     """A database of this test's own, dropped afterwards."""
@@ -261,21 +271,11 @@ async def test_hold_connection_keeps_one_connection_and_closes_it_at_stop(own_ds
             await w.increment_counter("hub", 1)
             await plugin.increment_counter("direct", 2)
             await plugin.flush(chancy)
-            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-                cur = await conn.execute(
-                    "SELECT pid, backend_start FROM pg_stat_activity "
-                    "WHERE application_name = 'ringmetrics-syncer' AND datname = current_database()"
-                )
-                first = await cur.fetchall()
+            first = await syncer_backends(dsn)
             assert len(first) == 1, "one connection held between flushes"
             await plugin.increment_counter("direct", 3)
             await plugin.flush(chancy)
-            async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
-                cur = await conn.execute(
-                    "SELECT pid, backend_start FROM pg_stat_activity "
-                    "WHERE application_name = 'ringmetrics-syncer' AND datname = current_database()"
-                )
-                assert await cur.fetchall() == first, "the same connection, not a new one per flush"
+            assert await syncer_backends(dsn) == first, "the same connection, not a new one per flush"
         assert set(syncer_threads()) == before
         # (a closed connection's backend leaves pg_stat_activity soon after)
         for _ in range(100):

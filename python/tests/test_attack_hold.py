@@ -125,7 +125,7 @@ async def test_a_held_connection_killed_while_idle_does_not_fail_the_next_flush(
     assert failed is None, f"the flush after an idle kill failed: {failed!r}"
 
 
-async def test_idle_session_timeout_fails_every_other_periodic_flush(own_dsn, prefix, caplog):  # noqa: F811
+async def test_an_idle_session_timeout_never_fails_a_held_connection_flush(own_dsn, prefix, caplog):  # noqa: F811
     # REGRESSION (found by the fifth adversarial review, fixed in thread.rs
     # `State::flush`: a failed flush on a held connection the server had
     # closed is tried once more on a fresh connection). Before the fix:
@@ -360,7 +360,7 @@ def bouncer(dsn):
             ],
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=300,  # (the first start may install Debian's pgbouncer)
         )
         if out.returncode != 0:
             pytest.fail(f"pgbouncer: {out.stderr}")
@@ -370,6 +370,7 @@ def bouncer(dsn):
         shutil.rmtree(d, ignore_errors=True)
 
 
+@pytest.mark.timeout(360)  # (its fixture may install Debian's pgbouncer first)
 def test_a_held_connection_through_pgbouncer_transaction_mode(own_dsn, prefix, bouncer):  # noqa: F811
     # One client connection to PgBouncer held across flushes, server
     # connections rotated (and one killed) under it; the array path and the

@@ -141,6 +141,10 @@ pub(crate) struct Aggregator {
 impl Aggregator {
     #[new]
     #[pyo3(signature = (capacity=Whole(4096), *, buckets=None, key_bytes=None, clock=None, max_future_seconds=Whole(60), unsaved_buckets=Whole(10000)))]
+    // (spelled out: the defaults are `Whole`s, which Python cannot show)
+    #[pyo3(
+        text_signature = "(capacity=4096, *, buckets=None, key_bytes=None, clock=None, max_future_seconds=60, unsaved_buckets=10000)"
+    )]
     fn new(
         capacity: Whole<usize>,
         buckets: Option<std::collections::HashMap<String, Whole<usize>>>,

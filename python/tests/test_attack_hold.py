@@ -98,10 +98,10 @@ async def test_a_held_connection_killed_while_idle_does_not_fail_the_next_flush(
     # raised to the caller of flush() and Chancy's run loop logs an exception
     # and doubles its delay. Without hold_connection the same flush succeeds
     # (it connects afresh). The syncer reuses the client without noticing it
-    # is dead (syncer/src/thread.rs:472-473 State::connect only checks
+    # is dead (`State::connect` State::connect only checks
     # Client::is_closed(), which is false until a read fails) and does not
     # retry a failure that happened before anything was sent
-    # (thread.rs:492-505; writer.rs:290 begin()). The data is kept and the
+    # (`State::flush`; `begin` in writer.rs). The data is kept and the
     # flush after that reconnects, so nothing is lost, but "reconnect on the
     # next flush" does not hold: it is the one after.
     dsn = own_dsn
@@ -135,7 +135,7 @@ async def test_an_idle_session_timeout_never_fails_a_held_connection_flush(own_d
     # periodic flush fails, logs Chancy's "Metrics flush failed" exception,
     # and doubles the delay: the plugin saves half as often as configured.
     # hold_connection=False never fails. (Cause as above:
-    # syncer/src/thread.rs:472-473, no liveness check or one-shot retry of a
+    # `State::connect`, no liveness check or one-shot retry of a
     # stale held connection.)
     caplog.set_level(logging.WARNING)
     dsn = own_dsn
@@ -178,7 +178,7 @@ async def test_a_final_flush_after_an_idle_kill_saves_everything_and_closes(own_
     # shutdown, although the database is up. (The data is then saved by the
     # syncer's own final flush on a fresh connection, and nothing is left
     # connected.) Without hold_connection the stop succeeds. Cause:
-    # syncer/src/thread.rs:472-473 reuses a held client without a liveness
+    # `State::connect` reuses a held client without a liveness
     # check and no retry when the failure came before anything was sent.
     dsn = own_dsn
     plugin = Metrics(sync_interval=3600, hold_connection=True)

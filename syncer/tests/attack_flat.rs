@@ -161,13 +161,12 @@ fn agg(capacity: usize, ring: usize, t: i64) -> (Arc<Aggregator>, ManualClock) {
     )
 }
 
+/// The adversarial suites' syncer configuration, keeping every chunk
+/// whatever its age.
 fn config(prefix: &str, dsn: &str, worker: &str) -> SyncerConfig {
     SyncerConfig {
-        prefix: prefix.into(),
-        worker_id: worker.into(),
-        interval: Duration::from_secs(3600),
         retention_secs: [i64::MAX; 4],
-        ..SyncerConfig::new(dsn.to_owned())
+        ..common::small::config(prefix, dsn, worker)
     }
 }
 
@@ -620,11 +619,11 @@ impl Drop for OwnDb {
 // `State::flush`: a failed flush on a held connection the server had
 // closed is tried once more on a fresh connection). Before the fix:
 // the held client is reused without a liveness check
-// (syncer/src/thread.rs:472-473 only drops it once `is_closed()`, which is
+// (`State::connect` only drops it once `is_closed()`, which is
 // false until a read fails), and nothing retries on a fresh connection a
-// flush that failed before sending anything (thread.rs:492-505,
-// writer.rs:290 `begin`). So the first flush after the kill fails; and
-// when that flush is the final one (`stop`, thread.rs:436-442), nothing
+// flush that failed before sending anything (`State::flush`,
+// `begin` in writer.rs). So the first flush after the kill fails; and
+// when that flush is the final one (`stop`, the `Shutdown` command), nothing
 // retries it: what was recorded since the last flush is not saved by this
 // syncer (the plugins' 0.25 path loses it; see
 // python/tests/test_attack_hold.py::test_chancy025_final_flush_after_an_idle_kill_loses_nothing).

@@ -9,34 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use common::small::{T0, WAIT, config, setup, start};
 use common::{Outage, client, commit_cutter, dsn, prefix};
 use ringmetrics::{Aggregator, Config, Kind, MAX_SPILL, ManualClock, Resolution};
-use ringmetrics_postgres::{DEFAULT_RETENTION_SECS, Syncer, SyncerConfig, first_kept_chunk};
+use ringmetrics_postgres::{DEFAULT_RETENTION_SECS, Syncer, first_kept_chunk};
 
-const T0: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
-const WAIT: Duration = Duration::from_secs(30);
 const NS: i64 = 1_000_000_000;
-
-fn setup(config: Config) -> (Arc<Aggregator>, ManualClock) {
-    let clock = ManualClock::from_secs(T0);
-    (
-        Arc::new(Aggregator::with_clock(config, Arc::new(clock.clone())).unwrap()),
-        clock,
-    )
-}
-
-fn config(prefix: &str, dsn: &str, worker: &str) -> SyncerConfig {
-    SyncerConfig {
-        prefix: prefix.into(),
-        worker_id: worker.into(),
-        interval: Duration::from_secs(3600),
-        ..SyncerConfig::new(dsn.to_owned())
-    }
-}
-
-fn syncer(agg: &Arc<Aggregator>, prefix: &str, dsn: &str) -> Syncer {
-    Syncer::start(agg.clone(), config(prefix, dsn, "w")).unwrap()
-}
 
 /// Per stored bucket of `key` at `resolution`: (start, count, total, min,
 /// max, gauge), oldest first, over every row (NULL as 0).
@@ -95,7 +73,7 @@ fn minutes(from: i64, to: i64, total: f64) -> Vec<(i64, f64)> {
 fn a_conflicting_series_does_not_starve_the_unsaved_buffer() {
     let p = prefix("spconf");
     let (agg, clock) = setup(Config { spill: 20, ..small() });
-    let s = syncer(&agg, &p, &dsn());
+    let s = start(&agg, &p, &dsn());
     agg.increment_counter("warm", 1.0).unwrap();
     s.flush(WAIT).unwrap(); // the schema exists from here
     client()
@@ -131,7 +109,7 @@ fn a_saved_pending_minute_does_not_take_an_unsaved_place() {
     let p = prefix("spfalse");
     let proxy = Outage::start();
     let (agg, clock) = setup(Config { spill: 5, ..small() });
-    let s = syncer(&agg, &p, &proxy.dsn);
+    let s = start(&agg, &p, &proxy.dsn);
     for _ in 0..12 {
         agg.increment_counter("c", 1.0).unwrap();
         s.flush(WAIT).unwrap();
@@ -159,7 +137,7 @@ fn an_unclear_commit_right_after_an_outage_does_not_double() {
     let p = prefix("spcut");
     let cutter = commit_cutter();
     let (agg, clock) = setup(small());
-    let s = syncer(&agg, &p, &cutter.dsn);
+    let s = start(&agg, &p, &cutter.dsn);
     let record = |m: i64| {
         agg.increment_counter("c", 1.0).unwrap();
         agg.record_gauge("g", m as f64).unwrap();
@@ -239,7 +217,7 @@ fn gauges_and_histograms_with_late_records_through_an_outage_are_exact() {
     let p = prefix("spexact");
     let proxy = Outage::start();
     let (agg, clock) = setup(small());
-    let s = syncer(&agg, &p, &proxy.dsn);
+    let s = start(&agg, &p, &proxy.dsn);
     agg.increment_counter("warm", 1.0).unwrap();
     s.flush(WAIT).unwrap();
     proxy.set_down(true);
@@ -300,7 +278,7 @@ fn gauges_and_histograms_with_late_records_through_an_outage_are_exact() {
 fn the_steady_state_never_spills_and_writes_no_extra_rows() {
     let p = prefix("spsteady");
     let (agg, clock) = setup(Config { writers: 64, ..small() });
-    let s = syncer(&agg, &p, &dsn());
+    let s = start(&agg, &p, &dsn());
     let (go, done) = (std::sync::Barrier::new(4), std::sync::Barrier::new(4));
     let stop = AtomicBool::new(false);
     let mut failures: Vec<String> = Vec::new();
@@ -354,7 +332,7 @@ fn days_of_outage_with_clock_jumps_keep_every_bucket_within_retention() {
     let p = prefix("spdays");
     let proxy = Outage::start();
     let (agg, clock) = setup(small());
-    let s = syncer(&agg, &p, &proxy.dsn);
+    let s = start(&agg, &p, &proxy.dsn);
     agg.increment_counter("warm", 1.0).unwrap();
     s.flush(WAIT).unwrap();
     proxy.set_down(true);
@@ -399,7 +377,7 @@ fn a_lagging_writer_thread_loses_nothing_in_an_outage() {
     let p = prefix("splag");
     let proxy = Outage::start();
     let (agg, clock) = setup(Config { writers: 64, ..small() });
-    let s = syncer(&agg, &p, &proxy.dsn);
+    let s = start(&agg, &p, &proxy.dsn);
     agg.increment_counter("warm", 1.0).unwrap();
     s.flush(WAIT).unwrap();
     proxy.set_down(true);
@@ -451,7 +429,7 @@ fn rings_of_one_bucket() {
         buckets: [1, 1, 1, 1],
         ..Config::with_capacity(4)
     });
-    let s = syncer(&agg, &p, &proxy.dsn);
+    let s = start(&agg, &p, &proxy.dsn);
     for m in 0..20 {
         agg.increment_counter("c", 1.0).unwrap();
         assert_eq!(agg.unsaved_len(), 0, "minute {m}");
@@ -521,7 +499,7 @@ fn a_large_staged_flush_after_an_outage_merges_every_bucket() {
         spill: 50_000,
         ..Config::with_capacity(n)
     });
-    let s = syncer(&agg, &p, &proxy.dsn);
+    let s = start(&agg, &p, &proxy.dsn);
     let keys: Vec<String> = (0..n).map(|i| format!("st:{i}")).collect();
     for m in 0..30 {
         if m == 5 {
@@ -573,7 +551,7 @@ fn a_large_staged_flush_after_an_outage_merges_every_bucket() {
 fn a_lagging_writer_thread_loses_nothing_between_distant_flushes() {
     let p = prefix("splag2");
     let (agg, clock) = setup(Config { writers: 64, ..small() });
-    let s = syncer(&agg, &p, &dsn());
+    let s = start(&agg, &p, &dsn());
     agg.increment_counter("c", 1.0).unwrap(); // this thread's writer slot
     let other = {
         let agg = agg.clone();

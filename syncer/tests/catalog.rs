@@ -6,16 +6,26 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::small::{WAIT, setup, small, start, totals};
 use common::{client, dsn, prefix};
+use ringmetrics::Aggregator;
+use ringmetrics_postgres::Syncer;
+
+/// A small aggregator and its syncer, one flush done (the tables exist).
+fn warmed(prefix: &str) -> (Arc<Aggregator>, Syncer) {
+    let (agg, _clock) = setup(small());
+    let s = start(&agg, prefix, &dsn());
+    agg.increment_counter("warm", 1.0).unwrap();
+    s.flush(WAIT).unwrap();
+    (agg, s)
+}
 
 #[test]
 fn a_catalog_matching_other_keys_is_a_clear_error_never_a_panic() {
     let p = prefix("catci");
-    let (agg, _clock) = setup(small());
-    let s = start(&agg, &p, &dsn());
-    agg.increment_counter("warm", 1.0).unwrap();
-    s.flush(WAIT).unwrap(); // creates the tables
+    let (agg, s) = warmed(&p);
     let defs = format!("\"{p}metric_definitions\"");
     let collation = format!("\"{p}ci\"");
     let mut c = client();
@@ -47,10 +57,7 @@ fn a_catalog_matching_other_keys_is_a_clear_error_never_a_panic() {
 #[test]
 fn a_null_in_the_catalog_is_a_clear_error_never_a_panic() {
     let p = prefix("catnull");
-    let (agg, _clock) = setup(small());
-    let s = start(&agg, &p, &dsn());
-    agg.increment_counter("warm", 1.0).unwrap();
-    s.flush(WAIT).unwrap();
+    let (agg, s) = warmed(&p);
     let defs = format!("\"{p}metric_definitions\"");
     let mut c = client();
     c.batch_execute(&format!(
@@ -73,10 +80,7 @@ fn a_null_in_the_catalog_is_a_clear_error_never_a_panic() {
 #[test]
 fn a_row_without_sample_times_reads_back() {
     let p = prefix("catsamp");
-    let (agg, _clock) = setup(small());
-    let s = start(&agg, &p, &dsn());
-    agg.increment_counter("warm", 1.0).unwrap();
-    s.flush(WAIT).unwrap();
+    let (_agg, s) = warmed(&p);
     s.stop(WAIT).unwrap();
     let (defs, metrics) = (format!("\"{p}metric_definitions\""), format!("\"{p}metrics\""));
     client()

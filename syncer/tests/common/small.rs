@@ -23,18 +23,19 @@ pub fn setup(config: Config) -> (Arc<Aggregator>, ManualClock) {
     )
 }
 
+/// A syncer's configuration: `worker`, flushing only when asked.
+pub fn config(prefix: &str, dsn: &str, worker: &str) -> SyncerConfig {
+    SyncerConfig {
+        prefix: prefix.into(),
+        worker_id: worker.into(),
+        interval: Duration::from_secs(3600),
+        ..SyncerConfig::new(dsn.to_owned())
+    }
+}
+
 /// A syncer of `agg` under worker id "w", flushing only when asked.
 pub fn start(agg: &Arc<Aggregator>, prefix: &str, dsn: &str) -> Syncer {
-    Syncer::start(
-        agg.clone(),
-        SyncerConfig {
-            prefix: prefix.into(),
-            worker_id: "w".into(),
-            interval: Duration::from_secs(3600),
-            ..SyncerConfig::new(dsn.to_owned())
-        },
-    )
-    .unwrap()
+    Syncer::start(agg.clone(), config(prefix, dsn, "w")).unwrap()
 }
 
 pub fn small() -> Config {

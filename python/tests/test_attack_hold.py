@@ -98,7 +98,7 @@ async def test_a_held_connection_killed_while_idle_does_not_fail_the_next_flush(
     # raised to the caller of flush() and Chancy's run loop logs an exception
     # and doubles its delay. Without hold_connection the same flush succeeds
     # (it connects afresh). The syncer reuses the client without noticing it
-    # is dead (`State::connect` State::connect only checks
+    # is dead (`State::connect` only checks
     # Client::is_closed(), which is false until a read fails) and does not
     # retry a failure that happened before anything was sent
     # (`State::flush`; `begin` in writer.rs). The data is kept and the

@@ -469,11 +469,12 @@ impl State {
         Ok(report)
     }
 
-    /// Connect (or reuse the held connection) and write what was collected.
-    fn write(&mut self) -> Result<FlushReport, SyncError> {
+    /// Connect (or reuse the held connection) and write what was
+    /// collected, adding what commits to `report`.
+    fn write(&mut self, report: &mut FlushReport) -> Result<(), SyncError> {
         self.connect()?;
         let client = self.client.as_mut().expect("connected");
-        self.writer.write(client)
+        self.writer.write(client, report)
     }
 
     fn connect(&mut self) -> Result<&mut Client, SyncError> {
@@ -500,24 +501,35 @@ impl State {
     fn flush(&mut self) -> Result<FlushReport, SyncError> {
         let (series, chunks) = self.writer.collect();
         // Nothing to write: no connection, no transaction.
+        // What committed, also when a later batch failed.
+        let mut report = FlushReport::default();
         let result = if !self.writer.has_rows() {
             self.writer.write_nothing()
         } else {
             let held = self.client.as_ref().is_some_and(|c| !c.is_closed());
-            let mut result = self.write();
+            let mut result = self.write(&mut report);
             // A held connection the server closed while it sat idle (a
             // restart, pg_terminate_backend, idle_session_timeout, a
             // pooler's or a NAT's idle timeout) shows it only when the
             // flush uses it: try once more on a fresh connection. Safe
             // whatever the failed attempt did: what is pending is absolute
-            // and the upsert merges it idempotently.
+            // and the upsert merges it idempotently. The client may not
+            // have seen the socket close yet when the server's last words
+            // (57P01, 57P05) come back as the statement's error: an empty
+            // round trip tells (only after a failure, bounded by the
+            // connect timeout). A live connection (a statement timeout, a
+            // refused row) is not tried again.
+            let probe = self.pg.timeouts().connect;
             if held
                 && let Err(e) = &result
-                && self.client.as_ref().is_some_and(|c| c.is_closed())
+                && self
+                    .client
+                    .as_mut()
+                    .is_some_and(|c| c.is_closed() || c.is_valid(probe).is_err())
             {
                 log::info!("ringmetrics: the held connection was closed by the server ({e}); reconnecting");
                 self.client = None;
-                result = self.write();
+                result = self.write(&mut report);
             }
             result
         };
@@ -531,14 +543,14 @@ impl State {
         if let Some(w) = self.writer.warning.take() {
             status.last_warning = Some(w);
         }
+        status.rows_written += report.rows_written;
         match &result {
-            Ok(report) => {
+            Ok(()) => {
                 status.last_success = Some(SystemTime::now());
                 status.last_error = None;
                 status.pending_series = 0;
                 status.pending_chunks = 0;
                 status.flushes += 1;
-                status.rows_written += report.rows_written;
             }
             Err(e) => {
                 log::warn!("ringmetrics: metrics flush failed, will retry: {e}");
@@ -557,7 +569,7 @@ impl State {
                 }
             }
         }
-        result
+        result.map(|()| report)
     }
 }
 

@@ -188,9 +188,9 @@ impl Writer {
     }
 
     /// Settle a flush that found no rows to write.
-    pub(crate) fn write_nothing(&mut self) -> Result<FlushReport, SyncError> {
+    pub(crate) fn write_nothing(&mut self) -> Result<(), SyncError> {
         self.settle_empty();
-        Ok(FlushReport::default())
+        Ok(())
     }
 
     /// Mark every collected change without rows saved (nothing to write).
@@ -205,11 +205,12 @@ impl Writer {
         }
     }
 
-    /// Write everything collected. Batches commit independently; a failure
-    /// leaves the failed batch (and later ones) pending for the next flush.
-    pub(crate) fn write(&mut self, client: &mut Client) -> Result<FlushReport, SyncError> {
+    /// Write everything collected, adding what commits to `report`.
+    /// Batches commit independently; a failure leaves the failed batch (and
+    /// later ones) pending for the next flush, and `report` holds what the
+    /// batches before it committed.
+    pub(crate) fn write(&mut self, client: &mut Client, report: &mut FlushReport) -> Result<(), SyncError> {
         self.settle_empty();
-        let mut report = FlushReport::default();
         let pending = std::mem::take(&mut self.pending);
         let mut batches: Vec<Vec<(usize, Change)>> = Vec::new();
         let mut rows = 0;
@@ -229,10 +230,8 @@ impl Writer {
         let mut batches = batches.into_iter();
         while let Some(batch) = batches.next() {
             let written = match self.schema {
-                Schema::V2 => self.write_batch(client, &batch, &mut report),
-                Schema::V1 { max_points } => {
-                    crate::writer_v1::write_batch(self, client, &batch, &mut report, max_points)
-                }
+                Schema::V2 => self.write_batch(client, &batch, report),
+                Schema::V1 { max_points } => crate::writer_v1::write_batch(self, client, &batch, report, max_points),
             };
             match written {
                 Ok(conflicts) => {
@@ -250,10 +249,11 @@ impl Writer {
                 }
             }
         }
-        Ok(report)
+        Ok(())
     }
 
-    /// Write one batch in one transaction; returns the (source, series)
+    /// Write one batch in one transaction (counted in `report` once it
+    /// commits); returns the (source, series)
     /// pairs left out because their stored definition conflicts.
     fn write_batch(
         &mut self,
@@ -293,9 +293,10 @@ impl Writer {
         // sequence value per key), then lock them all FOR KEY SHARE so a
         // concurrent cleanup cannot delete one under the rows. A known key
         // deleted since (by cleanup) is found missing and inserted again.
+        let mut created = 0;
         let stored = loop {
             if insert {
-                report.definitions_created += tx
+                created += tx
                     .execute_typed(
                         &format!(
                             "INSERT INTO {definitions} (key, metric_type, unit)
@@ -395,6 +396,7 @@ impl Writer {
             other => other,
         })?;
         report.rows_written += written;
+        report.definitions_created += created;
         report.series_written +=
             batch.iter().filter(|(_, c)| !c.rows.is_empty()).count() as u64 - conflicts.len() as u64;
         if let Some((ty, unit)) = first_conflict {

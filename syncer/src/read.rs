@@ -116,13 +116,16 @@ pub fn read_metrics(dsn: &str, prefix: &str, query: &ReadQuery) -> Result<Vec<Re
         .map_err(err)?;
     let mut out: Vec<ReadSeries> = Vec::with_capacity(defs.len());
     let mut ids: Vec<i64> = Vec::with_capacity(defs.len());
+    // A column of another type or a NULL (a catalog not made by Chancy's
+    // migrations) is an error, never a panic.
+    let catalog = |e: postgres::Error| SyncError::Database(format!("reading the metric catalog: {e}"));
     for row in &defs {
-        let kind: String = row.get(2);
-        ids.push(row.get(0));
+        let kind: &str = row.try_get(2).map_err(catalog)?;
+        ids.push(row.try_get(0).map_err(catalog)?);
         out.push(ReadSeries {
-            key: row.get(1),
-            kind: Kind::from_name(&kind).unwrap_or(Kind::Counter),
-            unit: row.get(3),
+            key: row.try_get(1).map_err(catalog)?,
+            kind: Kind::from_name(kind).unwrap_or(Kind::Counter),
+            unit: row.try_get(3).map_err(catalog)?,
             points: Vec::new(),
         });
     }

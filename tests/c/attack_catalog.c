@@ -12,18 +12,7 @@
 #include <string.h>
 
 #include "ringmetrics.h"
-
-static int passed = 0, failed = 0;
-#define CHECK(cond)                                                              \
-  do {                                                                           \
-    if (cond) {                                                                  \
-      passed++;                                                                  \
-    } else {                                                                     \
-      failed++;                                                                  \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-    }                                                                            \
-  } while (0)
-#define EXPECT(call, code) CHECK((call) == (code))
+#include "check.h"
 
 static const int64_t T0 = 1772409600LL;
 static const int64_t NS = 1000000000LL;

@@ -15,20 +15,7 @@
 #include <unistd.h>
 
 #include "ringmetrics.h"
-
-static int passed = 0, failed = 0;
-
-#define CHECK(cond)                                                          \
-  do {                                                                       \
-    if (cond) {                                                              \
-      passed++;                                                              \
-    } else {                                                                 \
-      failed++;                                                              \
-      fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                        \
-  } while (0)
-
-#define EXPECT(call, code) CHECK((call) == (code))
+#include "check.h"
 
 static const int64_t T0 = 1767225600LL; /* 2026-01-01T00:00:00Z */
 static const int64_t NS = 1000000000LL;
